@@ -1,0 +1,91 @@
+# cohort build. `make` builds build/cohort; `make run` and `make test` first
+# install what is missing through scripts/deps.sh (the one place that names
+# dependencies). SANITIZE=address,undefined builds into build/san/ instead.
+
+CC       ?= cc
+PKGS     := libuv hiredis jansson sqlite3
+SANITIZE ?=
+FUZZ_SECONDS ?= 60
+
+ifeq ($(SANITIZE),)
+BUILD    := build
+OPT      := -O2
+else
+BUILD    := build/san
+OPT      := -O1 -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wpointer-arith -Wformat=2 -Wno-format-nonliteral
+CFLAGS   += -std=gnu11 $(OPT) -g $(WARN) -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDFLAGS  += $(if $(SANITIZE),-fsanitize=$(SANITIZE))
+
+SRC      := $(sort $(wildcard src/*.c src/*/*.c))
+OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o)
+LIBOBJ   := $(filter-out $(BUILD)/obj/src/main.o,$(OBJ))
+UNIT     := $(sort $(wildcard tests/unit/test_*.c))
+UNITBIN  := $(UNIT:tests/unit/%.c=$(BUILD)/tests/%)
+VERSION  := $(shell cat VERSION)
+
+.PHONY: all run test unit e2e fuzz fuzz-build deps deps-test clean bench check-docs
+all: $(BUILD)/cohort
+
+$(BUILD)/cohort: $(OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c Makefile VERSION
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DCOHORT_VERSION='"$(VERSION)"' -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBOBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS) -lcriterion
+
+-include $(OBJ:.o=.d)
+
+deps:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/cohort serve
+
+unit: $(UNITBIN)
+	@set -e; for t in $(UNITBIN); do echo "== $$t"; ./$$t --jobs 2; done
+
+e2e: $(BUILD)/cohort
+	COHORT_BIN=$(abspath $(BUILD)/cohort) python3 -m pytest -q -p no:cacheprovider tests/e2e
+
+# libFuzzer targets, always built with clang, ASan and UBSan.
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+build/fuzz/%: fuzz/fuzz_%.c src/http/parser.c src/http/parser.h
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_$*.c src/http/parser.c
+
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
+
+# Replays every kept regression, then fuzzes each target for FUZZ_SECONDS.
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  ./build/fuzz/$$t -runs=0 fuzz/regressions/$$t fuzz/corpus/$$t; \
+	  ./build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -timeout=10 \
+	    -dict=fuzz/$$t.dict -artifact_prefix=fuzz/regressions/$$t/ \
+	    build/fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 | tail -n 3; \
+	done
+
+test: deps-test
+	@$(MAKE) --no-print-directory all unit e2e
+	@$(MAKE) --no-print-directory fuzz SANITIZE=
+
+bench: all
+	@scripts/deps.sh bench
+	bench/run-hello.sh
+
+clean:
+	rm -rf build

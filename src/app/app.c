@@ -1,0 +1,100 @@
+/*
+ * Built-in routes and the handlers named in config routes.
+ */
+#include "app/app.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/server.h"
+#include "http/static.h"
+
+struct app {
+    struct static_dir **dirs;
+    size_t ndirs;
+};
+
+static void hello_handle(struct http_exchange *x)
+{
+    static const char body[] = "Hello World\n";
+    http_respond(x, 200, "text/plain", body, sizeof(body) - 1);
+}
+
+static void health_handle(struct http_exchange *x)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    http_respond(x, 200, "application/json", body, sizeof(body) - 1);
+}
+
+static int add_static(struct app *a, struct router *r, const struct cfg_route *rt, char *err, size_t errlen)
+{
+    size_t n = strlen(rt->path);
+    if (n < 2 || rt->path[n - 1] != '*') {
+        snprintf(err, errlen, "route %s: a static route needs a prefix path ending in /*", rt->path);
+        return -EINVAL;
+    }
+    char *prefix = strndup(rt->path, n - 1);
+    struct static_dir *d = prefix ? static_dir_new(prefix, rt->root) : NULL;
+    free(prefix);
+    if (!d) {
+        snprintf(err, errlen, "route %s: root %s: %s", rt->path, rt->root, strerror(errno));
+        return -EINVAL;
+    }
+    struct static_dir **dirs = realloc(a->dirs, (a->ndirs + 1) * sizeof(*dirs));
+    if (!dirs) {
+        static_dir_free(d);
+        return -ENOMEM;
+    }
+    a->dirs = dirs;
+    a->dirs[a->ndirs++] = d;
+    return router_add(r, HTTP_M(HTTP_GET), rt->path, static_handle, d);
+}
+
+static int add_route(struct app *a, struct router *r, const struct cfg_route *rt, char *err, size_t errlen)
+{
+    int rc;
+    if (strcmp(rt->handler, "static") == 0)
+        return add_static(a, r, rt, err, errlen);
+    if (strcmp(rt->handler, "hello") == 0)
+        rc = router_add(r, HTTP_M(HTTP_GET), rt->path, hello_handle, NULL);
+    else if (strcmp(rt->handler, "health") == 0)
+        rc = router_add(r, HTTP_M(HTTP_GET), rt->path, health_handle, NULL);
+    else
+        rc = -EINVAL;
+    if (rc < 0)
+        snprintf(err, errlen, "route %s: cannot add handler %s", rt->path, rt->handler);
+    return rc;
+}
+
+struct app *app_new(const struct cfg *cfg, struct router *r, char *err, size_t errlen)
+{
+    struct app *a = calloc(1, sizeof(*a));
+    if (!a)
+        return NULL;
+    /* config routes first: among exact routes the first added wins */
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        if (add_route(a, r, &cfg->routes[i], err, errlen) < 0) {
+            app_free(a);
+            return NULL;
+        }
+    }
+    if (router_add(r, HTTP_M(HTTP_GET), "/", hello_handle, NULL) < 0 ||
+        router_add(r, HTTP_M(HTTP_GET), "/health", health_handle, NULL) < 0) {
+        snprintf(err, errlen, "cannot add built-in routes");
+        app_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void app_free(struct app *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->ndirs; i++)
+        static_dir_free(a->dirs[i]);
+    free(a->dirs);
+    free(a);
+}

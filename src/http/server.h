@@ -1,0 +1,134 @@
+/*
+ * The HTTP engine of one worker: accepts connections on libuv, reads,
+ * parses, routes, runs handlers and writes responses.
+ *
+ * A request's way: bytes are read into the connection's buffer; the parser
+ * gives a view into it; the router picks a handler; the body (if any) is
+ * read whole, up to limits.max_body, before the handler runs; the handler
+ * answers now or later through the http_* response calls below. Responses
+ * of pipelined requests are written in order, together, in one write when
+ * they are ready together.
+ *
+ * Ownership and lifetime:
+ * - struct http_exchange is one request and its response. It belongs to the
+ *   engine. A handler may keep the pointer until it calls http_finish() /
+ *   http_respond() / http_error() (or http_end_chunks()); after that it must
+ *   not touch it. If the client goes away first, the engine calls the
+ *   exchange's on_abort callback (when set) and the handler must then drop
+ *   the pointer without answering.
+ * - Everything in x->req and x->body points into the connection's buffer
+ *   and is valid until the handler answers.
+ * - Buffers belong to active connections only: an idle keep-alive
+ *   connection holds no read buffer, no exchange and no output buffer.
+ */
+#ifndef COHORT_HTTP_SERVER_H
+#define COHORT_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "http/parser.h"
+#include "http/router.h"
+
+struct http_server;
+struct http_conn;
+struct metrics_slot;
+
+struct http_exchange {
+    struct http_request req;
+    struct route_match match;
+    struct http_conn *conn;
+    struct http_server *srv;
+    char *body;              /* whole request body (decoded), NUL-terminated */
+    size_t body_len;
+    uint64_t start_ns;       /* when the head was complete */
+    void *handler_data;      /* free for the handler */
+    void (*on_abort)(struct http_exchange *x);
+    int status;              /* status of the response being written */
+    unsigned head_only : 1;  /* HEAD: write no body */
+    unsigned started : 1;    /* status line written */
+    unsigned chunking : 1;   /* response uses chunked coding */
+    unsigned close : 1;      /* connection closes after this response */
+
+    /* engine-private */
+    unsigned done : 1;       /* answered */
+    unsigned zombie : 1;     /* the connection went away before the answer */
+    unsigned continue_sent : 1;
+    uint32_t head_len;
+    uint32_t raw_body;       /* body bytes (as sent) consumed from the buffer */
+    uint64_t body_left;      /* Content-Length bytes still to come */
+    char *body_store;        /* body that did not fit the read buffer */
+    size_t body_cap;
+    struct http_chunked dec;
+    struct http_header headers[]; /* limits.max_headers entries */
+};
+
+/* Called once when a drain finished (no connection left). */
+typedef void (*http_drained_fn)(struct http_server *srv, void *arg);
+
+struct http_server_stats {
+    uint64_t conns_open;
+    uint64_t requests;
+};
+
+/*
+ * Creates the engine on a loop for a config. The router is the caller's and
+ * must outlive the server. `slot` (may be NULL) receives the counters.
+ * Returns NULL on allocation failure.
+ */
+struct http_server *http_server_new(uv_loop_t *loop, const struct cfg *cfg, struct router *router,
+                                    struct metrics_slot *slot);
+
+/* Starts accepting on an already bound and listening socket fd; the
+ * server owns the fd from then on. */
+int http_server_listen_fd(struct http_server *srv, int fd);
+
+/*
+ * Graceful stop: stops accepting, closes idle connections, lets requests in
+ * flight finish and answers each with Connection: close. `done` runs once
+ * no connection is left.
+ */
+void http_server_drain(struct http_server *srv, http_drained_fn done, void *arg);
+
+/* Closes every handle; the server is freed in the last close callback. */
+void http_server_close(struct http_server *srv);
+
+/* Open connections right now. */
+size_t http_server_conns(const struct http_server *srv);
+
+/* --- responses ------------------------------------------------------- */
+
+/* Whole response in one call: status, Content-Type, body. */
+void http_respond(struct http_exchange *x, int status, const char *content_type, const void *body,
+                  size_t len);
+
+/* Error response: {"error": msg} with the status; `msg` is escaped. */
+void http_error(struct http_exchange *x, int status, const char *msg);
+
+/* Piecewise: http_begin, any number of http_header, then http_finish (a body
+ * of known length) or http_begin_chunks / http_chunk / http_end_chunks. */
+void http_begin(struct http_exchange *x, int status);
+void http_header(struct http_exchange *x, const char *name, const char *value, size_t value_len);
+void http_finish(struct http_exchange *x, const char *content_type, const void *body, size_t len);
+void http_begin_chunks(struct http_exchange *x, const char *content_type);
+void http_chunk(struct http_exchange *x, const void *data, size_t len);
+void http_end_chunks(struct http_exchange *x);
+
+/*
+ * Hands the rest of the response to the caller's file: after http_begin
+ * and headers, writes Content-Length and the head, then sends `len` bytes
+ * of `fd` from `offset` with sendfile(2) as the socket drains. The engine
+ * closes fd when done.
+ */
+void http_finish_file(struct http_exchange *x, const char *content_type, int fd, uint64_t offset,
+                      uint64_t len);
+
+/* Header value of the request, NULL if absent. */
+const char *http_req_header(const struct http_exchange *x, const char *name, size_t *len);
+
+/* The status line's reason phrase for a code. */
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,197 @@
+/*
+ * Command line. Exit codes: 0 success, 1 runtime failure, 2 bad usage,
+ * 78 bad configuration.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "proc/master.h"
+#include "proc/worker.h"
+
+#ifndef COHORT_VERSION
+#define COHORT_VERSION "0.0.0"
+#endif
+
+#define EXIT_USAGE 2
+
+static const char usage_main[] =
+    "usage: cohort <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve          run the application server (a master and its workers) in the foreground\n"
+    "  check-config   validate the configuration and print the effective config\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show this help (also: cohort <command> --help)\n"
+    "  -V, --version  print the version\n";
+
+static const char usage_serve[] =
+    "usage: cohort %s [options]\n"
+    "\n"
+    "%s\n"
+    "\n"
+    "options:\n"
+    "  -c, --config FILE    read only FILE, instead of config/default.json merged\n"
+    "                       with config/<env>.json\n"
+    "  -e, --env NAME       environment choosing config/<NAME>.json\n"
+    "                       (default: $COHORT_ENV, else development)\n"
+    "  -H, --host ADDR      listen address (server.host; env HOST)\n"
+    "  -p, --port N         listen port (server.port; env PORT)\n"
+    "  -w, --workers N      worker processes, 0 = available CPUs (env WORKERS)\n"
+    "  -s, --schedule MODE  how connections reach workers: reuseport or shared\n"
+    "  -h, --help           show this help\n"
+    "\n"
+    "Flags win over environment variables, which win over config files.\n"
+    "Signals: TERM, INT or QUIT stop gracefully; a second one stops at once.\n";
+
+static int bad_usage(const char *fmt, const char *arg, const char *text, const char *cmd)
+{
+    fprintf(stderr, "cohort: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n\n");
+    fprintf(stderr, text, cmd, "");
+    return EXIT_USAGE;
+}
+
+struct opts {
+    struct cfg_sources src;
+    const char *overrides[8];
+    char bufs[4][300];
+    int n;
+};
+
+static void add_override(struct opts *o, const char *key, const char *value)
+{
+    snprintf(o->bufs[o->n], sizeof(o->bufs[o->n]), "%s=%s", key, value);
+    o->overrides[o->n] = o->bufs[o->n];
+    o->n++;
+}
+
+/* Parses the options of serve and check-config; returns -1 to go on, or an
+ * exit code. */
+static int parse_opts(int argc, char **argv, const char *cmd, const char *what, struct opts *o)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"env", required_argument, NULL, 'e'},
+        {"host", required_argument, NULL, 'H'},   {"port", required_argument, NULL, 'p'},
+        {"workers", required_argument, NULL, 'w'}, {"schedule", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const char *const keys[] = {['H'] = "server.host", ['p'] = "server.port", ['w'] = "workers",
+                                       ['s'] = "schedule"};
+    memset(o, 0, sizeof(*o));
+    o->src.use_environ = 1;
+    o->src.overrides = o->overrides;
+    opterr = 0;
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":c:e:H:p:w:s:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': o->src.file = optarg; break;
+        case 'e': o->src.env = optarg; break;
+        case 'H': case 'p': case 'w': case 's': add_override(o, keys[ch], optarg); break;
+        case 'h': printf(usage_serve, cmd, what); return 0;
+        case ':': return bad_usage("option %s needs a value", argv[optind - 1], usage_serve, cmd);
+        default: return bad_usage("unknown option %s", argv[optind - 1], usage_serve, cmd);
+        }
+    }
+    if (optind < argc)
+        return bad_usage("unexpected argument %s", argv[optind], usage_serve, cmd);
+    return -1;
+}
+
+static int load_config(struct opts *o, struct cfg *cfg)
+{
+    char err[1024];
+    if (cfg_load(&o->src, cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "cohort: %s\n", err);
+        return CFG_EXIT_CODE;
+    }
+    return 0;
+}
+
+/* The binary workers are started from: the path this one was run from,
+ * so that a rebuilt binary at the same path is what new workers run. */
+static int self_path(char *buf, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+    if (n <= 0)
+        return -errno;
+    buf[n] = '\0';
+    /* a replaced binary shows as "path (deleted)"; its path is still right */
+    char *del = strstr(buf, " (deleted)");
+    if (del && del[10] == '\0')
+        *del = '\0';
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    struct opts o;
+    struct cfg cfg;
+    int r = parse_opts(argc, argv, "serve", "Runs the server in the foreground: a master that binds the port and keeps\none worker process per CPU (or `workers`) serving HTTP.", &o);
+    if (r >= 0 || (r = load_config(&o, &cfg)))
+        return r;
+    char exe[PATH_MAX];
+    if (self_path(exe, sizeof(exe)) < 0) {
+        fprintf(stderr, "cohort: cannot find my own binary: %s\n", strerror(errno));
+        cfg_free(&cfg);
+        return 1;
+    }
+    r = master_run(&cfg, exe);
+    cfg_free(&cfg);
+    return r;
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+    struct opts o;
+    struct cfg cfg;
+    int r = parse_opts(argc, argv, "check-config", "Validates the configuration as `serve` would load it and prints the\neffective config as JSON; exits 78 when it is invalid.", &o);
+    if (r >= 0 || (r = load_config(&o, &cfg)))
+        return r;
+    char *json = cfg_to_json(&cfg);
+    if (json)
+        printf("%s\n", json);
+    free(json);
+    cfg_free(&cfg);
+    return json ? 0 : 1;
+}
+
+/* Hidden: the master starts each worker as `cohort __worker ID SLOT`. */
+static int cmd_worker(int argc, char **argv)
+{
+    if (argc != 4)
+        return EXIT_USAGE;
+    return worker_main(atoi(argv[2]), atoi(argv[3]));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return bad_usage("%s", "a command is needed", usage_main, "");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("cohort %s\n", COHORT_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "check-config") == 0)
+        return cmd_check_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "__worker") == 0)
+        return cmd_worker(argc, argv);
+    if (cmd[0] == '-')
+        return bad_usage("unknown option %s", cmd, usage_main, "");
+    return bad_usage("unknown command %s", cmd, usage_main, "");
+}

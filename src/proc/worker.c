@@ -1,0 +1,238 @@
+/*
+ * Worker process. Signals only set the loop's course: the first TERM, INT or
+ * QUIT (or the master's channel closing) starts a graceful drain, a second
+ * one exits at once.
+ */
+#include "proc/worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/app.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "proc/ipc.h"
+
+struct worker {
+    int id;
+    uv_loop_t *loop;
+    struct cfg cfg;
+    struct metrics_shm *shm;
+    struct metrics_slot *slot;
+    struct router *router;
+    struct app *app;
+    struct http_server *srv;
+    uv_pipe_t ipc;
+    struct ipc_reader reader;
+    uv_signal_t sigs[3];
+    uv_timer_t rss_timer;
+    int stopping;
+};
+
+/* Reads the whole effective config the master left in a memfd. */
+static char *read_config_fd(int fd)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        ssize_t n = pread(fd, buf + len, cap - len - 1, (off_t)len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len + 1 == cap) {
+            char *p = realloc(buf, cap *= 2);
+            if (!p)
+                free(buf);
+            buf = p;
+        }
+    }
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+static void update_rss(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    metrics_set(w->slot->rss, (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE));
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void drained(struct http_server *srv, void *arg)
+{
+    struct worker *w = arg;
+    (void)srv;
+    log_debug("drained, exiting");
+    http_server_close(w->srv);
+    for (int i = 0; i < 3; i++)
+        close_handle((uv_handle_t *)&w->sigs[i]);
+    close_handle((uv_handle_t *)&w->rss_timer);
+    close_handle((uv_handle_t *)&w->ipc);
+}
+
+static void begin_stop(struct worker *w, const char *why)
+{
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    log_debug("stopping (%s): %zu connections open", why, http_server_conns(w->srv));
+    http_server_drain(w->srv, drained, w);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct worker *w = s->data;
+    if (w->stopping) {
+        log_warn("second %s during stop: exiting now", strsignal(signum));
+        _exit(1);
+    }
+    begin_stop(w, strsignal(signum));
+}
+
+static void on_ipc_msg(void *arg, const struct ipc_header *h, const char *payload)
+{
+    struct worker *w = arg;
+    (void)payload;
+    if (h->type == IPC_STOP)
+        begin_stop(w, "asked by the master");
+}
+
+static void ipc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    static char buf[4096];
+    (void)h;
+    (void)hint;
+    *b = uv_buf_init(buf, sizeof(buf));
+}
+
+static void ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct worker *w = s->data;
+    if (n > 0 && ipc_reader_feed(&w->reader, b->base, (size_t)n) == 0)
+        return;
+    if (n < 0 || n > 0) {
+        /* the master is gone (or spoke nonsense): finish and leave */
+        uv_read_stop(s);
+        begin_stop(w, "master channel closed");
+    }
+}
+
+static int setup_ipc(struct worker *w)
+{
+    int r = uv_pipe_init(w->loop, &w->ipc, 1);
+    if (r == 0)
+        r = uv_pipe_open(&w->ipc, WORKER_FD_IPC);
+    if (r < 0)
+        return r;
+    w->ipc.data = w;
+    ipc_reader_init(&w->reader, on_ipc_msg, w);
+    return uv_read_start((uv_stream_t *)&w->ipc, ipc_alloc, ipc_read);
+}
+
+static void setup_signals(struct worker *w)
+{
+    static const int signums[3] = {SIGTERM, SIGINT, SIGQUIT};
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(w->loop, &w->sigs[i]);
+        w->sigs[i].data = w;
+        uv_signal_start(&w->sigs[i], on_signal, signums[i]);
+        uv_unref((uv_handle_t *)&w->sigs[i]);
+    }
+}
+
+/* Everything from the inherited descriptors: config, counters. */
+static int load_inherited(struct worker *w, int slot)
+{
+    char err[512];
+    char *text = read_config_fd(WORKER_FD_CONFIG);
+    close(WORKER_FD_CONFIG);
+    if (!text || cfg_from_json(text, &w->cfg, err, sizeof(err)) < 0) {
+        log_error("bad config from master: %s", text ? err : "unreadable");
+        free(text);
+        return -EINVAL;
+    }
+    free(text);
+    int r = metrics_map(WORKER_FD_METRICS, &w->shm);
+    close(WORKER_FD_METRICS);
+    if (r < 0 || slot < 0 || (uint32_t)slot >= w->shm->nslots) {
+        log_error("cannot map counters: %s", strerror(r < 0 ? -r : EINVAL));
+        return -EINVAL;
+    }
+    w->slot = &w->shm->slots[slot];
+    metrics_set(w->slot->pid, (uint64_t)getpid());
+    metrics_set(w->slot->started_ms, (uint64_t)time(NULL) * 1000);
+    return 0;
+}
+
+static int start_serving(struct worker *w)
+{
+    char err[512];
+    w->router = router_new();
+    if (!w->router)
+        return -ENOMEM;
+    w->app = app_new(&w->cfg, w->router, err, sizeof(err));
+    if (!w->app) {
+        log_error("%s", err);
+        return -EINVAL;
+    }
+    w->srv = http_server_new(w->loop, &w->cfg, w->router, w->slot);
+    if (!w->srv)
+        return -ENOMEM;
+    int r = http_server_listen_fd(w->srv, WORKER_FD_LISTEN);
+    if (r < 0)
+        log_error("cannot accept on the inherited socket: %s", uv_strerror(r));
+    return r;
+}
+
+int worker_main(int id, int slot)
+{
+    static struct worker w;
+    char role[32];
+    snprintf(role, sizeof(role), "worker %d", id);
+    log_set_role(role);
+    w.id = id;
+    w.loop = uv_default_loop();
+    if (load_inherited(&w, slot) < 0)
+        return 1;
+    setup_signals(&w);
+    if (start_serving(&w) < 0 || setup_ipc(&w) < 0)
+        return 1;
+    uv_timer_init(w.loop, &w.rss_timer);
+    w.rss_timer.data = &w;
+    uv_timer_start(&w.rss_timer, update_rss, 0, 1000);
+    uv_unref((uv_handle_t *)&w.rss_timer);
+    ipc_send((uv_stream_t *)&w.ipc, IPC_READY, (uint16_t)id, NULL, 0);
+    uv_run(w.loop, UV_RUN_DEFAULT);
+    uv_run(w.loop, UV_RUN_DEFAULT); /* close callbacks */
+    uv_loop_close(w.loop);
+    ipc_reader_free(&w.reader);
+    app_free(w.app);
+    router_free(w.router);
+    cfg_free(&w.cfg);
+    metrics_set(w.slot->pid, 0);
+    return 0;
+}

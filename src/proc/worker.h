@@ -1,0 +1,21 @@
+/*
+ * A worker process: started by the master (fork and exec of the cohort
+ * binary with the hidden command "__worker"), it receives its listening
+ * socket, IPC channel, counters segment and effective config as inherited
+ * file descriptors, runs one libuv loop serving HTTP, and exits when told
+ * to stop or when the master goes away.
+ */
+#ifndef COHORT_WORKER_H
+#define COHORT_WORKER_H
+
+/* Descriptor numbers a worker finds open at start. */
+#define WORKER_FD_LISTEN 3
+#define WORKER_FD_IPC 4
+#define WORKER_FD_METRICS 5
+#define WORKER_FD_CONFIG 6
+
+/* Runs worker `id` writing counters to metrics slot `slot`; returns the
+ * process exit code. */
+int worker_main(int id, int slot);
+
+#endif

@@ -1,0 +1,1569 @@
+/*
+ * Configuration loader. The key table below is the one place a key is
+ * declared; defaults, validation, environment variables, cfg_to_json,
+ * cfg_describe, equality and the reload check all walk it.
+ *
+ * Loading runs in passes over one struct cfg: built-in defaults, then the
+ * JSON files merged into one tree and validated as a whole, then environment
+ * variables, then "key=value" overrides. jansson does not keep positions, so
+ * each file is scanned a second time for the line and column of every key
+ * path; an error looks its path up in the last file that holds it, which is
+ * the file its effective value came from.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* --- the key table ---------------------------------------------------- */
+
+enum type { T_INT, T_DURATION, T_SIZE, T_ENUM, T_STRING, T_ROUTES };
+enum store { S_INT, S_I64, S_STR, S_ROUTES };
+
+#define F_RELOAD 1u   /* may change on reload without a restart */
+#define F_REQUIRED 2u /* route keys only: every route must set it */
+
+struct key {
+    const char *name; /* "server.port"; route keys are "routes[].path" */
+    enum type type;
+    enum store store; /* what sits at `off` */
+    size_t off;       /* in struct cfg, or in struct cfg_route for route keys */
+    int64_t min, max; /* T_INT: the value; T_DURATION: ms; T_SIZE: bytes */
+    const char *const *values;                   /* T_ENUM, NULL-ended */
+    const char *(*check)(const char *in, const char **out); /* T_STRING */
+    const char *def;  /* default, written as in an override; NULL: none */
+    unsigned flags;
+    const char *env;    /* environment variable, or NULL */
+    const char *bounds; /* docs text where min..max does not say it */
+    const char *desc;
+};
+
+#define MS 1LL
+#define SEC 1000LL
+#define HOUR (3600 * SEC)
+#define KIB 1024LL
+#define MIB (1024 * KIB)
+#define GIB (1024 * MIB)
+#define TOP(f) offsetof(struct cfg, f)
+#define ROUTE(f) offsetof(struct cfg_route, f)
+#define ROUTE_PREFIX "routes[]."
+
+/* The schedule is stored through an int pointer like the other enums. */
+_Static_assert(sizeof(enum cfg_schedule) == sizeof(int), "enum cfg_schedule must be int-sized");
+
+static const char *check_host(const char *in, const char **out);
+static const char *check_path(const char *in, const char **out);
+static const char *check_root(const char *in, const char **out);
+
+static const char *const schedules[] = {"reuseport", "shared", NULL}; /* enum cfg_schedule order */
+static const char *const handlers[] = {"static", "hello", "health", NULL};
+
+static const struct key keys[] = {
+    {.name = "server.host", .type = T_STRING, .store = S_STR, .off = TOP(host), .check = check_host,
+     .def = "127.0.0.1", .env = "HOST", .bounds = "IPv4 or IPv6 literal, or localhost",
+     .desc = "Address to listen on; localhost means 127.0.0.1."},
+    {.name = "server.port", .type = T_INT, .store = S_INT, .off = TOP(port), .min = 1, .max = 65535,
+     .def = "3000", .env = "PORT", .desc = "TCP port to listen on."},
+    {.name = "server.backlog", .type = T_INT, .store = S_INT, .off = TOP(backlog), .min = 1,
+     .max = 65535, .def = "511", .desc = "Queue length of connections not yet accepted."},
+    {.name = "workers", .type = T_INT, .store = S_INT, .off = TOP(workers), .min = 0,
+     .max = CFG_MAX_WORKERS, .def = "0", .flags = F_RELOAD, .env = "WORKERS",
+     .desc = "Worker processes; 0 means one per available CPU (at most 64)."},
+    {.name = "schedule", .type = T_ENUM, .store = S_INT, .off = TOP(schedule), .values = schedules,
+     .def = "reuseport",
+     .desc = "How connections reach workers: a SO_REUSEPORT socket each, or one shared socket."},
+    {.name = "min_uptime", .type = T_DURATION, .store = S_I64, .off = TOP(min_uptime_ms), .min = 0,
+     .max = HOUR, .def = "1s", .flags = F_RELOAD,
+     .desc = "A worker that exits sooner than this after starting counts as crashing."},
+    {.name = "shutdown_timeout", .type = T_DURATION, .store = S_I64, .off = TOP(shutdown_timeout_ms),
+     .min = 0, .max = HOUR, .def = "10s", .flags = F_RELOAD,
+     .desc = "How long a graceful stop waits for requests in flight."},
+    {.name = "limits.max_body", .type = T_SIZE, .store = S_I64, .off = TOP(limits.max_body), .min = 0,
+     .max = GIB, .def = "1M", .flags = F_RELOAD, .desc = "Largest request body."},
+    {.name = "limits.max_uri", .type = T_SIZE, .store = S_I64, .off = TOP(limits.max_uri), .min = 64,
+     .max = MIB, .def = "8K", .flags = F_RELOAD, .desc = "Longest request target."},
+    {.name = "limits.max_header_size", .type = T_SIZE, .store = S_I64,
+     .off = TOP(limits.max_header_size), .min = KIB, .max = MIB, .def = "16K", .flags = F_RELOAD,
+     .desc = "Largest request head: request line and header fields together."},
+    {.name = "limits.max_headers", .type = T_INT, .store = S_INT, .off = TOP(limits.max_headers),
+     .min = 1, .max = 10000, .def = "100", .flags = F_RELOAD,
+     .desc = "Most header fields in one request."},
+    {.name = "timeouts.header", .type = T_DURATION, .store = S_I64, .off = TOP(timeouts.header_ms),
+     .min = MS, .max = HOUR, .def = "10s", .flags = F_RELOAD,
+     .desc = "The whole request head must arrive within this."},
+    {.name = "timeouts.keepalive", .type = T_DURATION, .store = S_I64,
+     .off = TOP(timeouts.keepalive_ms), .min = 0, .max = HOUR, .def = "5s", .flags = F_RELOAD,
+     .desc = "How long an idle connection waits for its next request; 0 turns keep-alive off."},
+    {.name = "timeouts.body", .type = T_DURATION, .store = S_I64, .off = TOP(timeouts.body_ms),
+     .min = MS, .max = HOUR, .def = "10s", .flags = F_RELOAD,
+     .desc = "Longest pause while reading a request body."},
+    {.name = "timeouts.send", .type = T_DURATION, .store = S_I64, .off = TOP(timeouts.send_ms),
+     .min = MS, .max = HOUR, .def = "30s", .flags = F_RELOAD,
+     .desc = "Longest pause while the client does not read the response."},
+    {.name = "routes", .type = T_ROUTES, .store = S_ROUTES, .def = "[]", .flags = F_RELOAD,
+     .bounds = "array of route objects", .desc = "Routes served by built-in handlers."},
+    {.name = ROUTE_PREFIX "path", .type = T_STRING, .store = S_STR, .off = ROUTE(path),
+     .check = check_path, .flags = F_RELOAD | F_REQUIRED,
+     .bounds = "starts with `/`; may end in `/*`; may hold `:name` segments",
+     .desc = "Path the route matches: exact, a prefix ending in `/*`, or with `:name` parameters."},
+    {.name = ROUTE_PREFIX "handler", .type = T_ENUM, .store = S_STR, .off = ROUTE(handler),
+     .values = handlers, .flags = F_RELOAD | F_REQUIRED,
+     .desc = "What answers: files from root, a hello page, or the health check."},
+    {.name = ROUTE_PREFIX "root", .type = T_STRING, .store = S_STR, .off = ROUTE(root),
+     .check = check_root, .flags = F_RELOAD,
+     .bounds = "required for static, not allowed otherwise", .desc = "Folder the static handler serves."},
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static bool is_route_key(const struct key *k)
+{
+    return strncmp(k->name, ROUTE_PREFIX, strlen(ROUTE_PREFIX)) == 0;
+}
+
+static int64_t load_num(const struct key *k, const void *base)
+{
+    const char *p = (const char *)base + k->off;
+    return k->store == S_INT ? *(const int *)(const void *)p : *(const int64_t *)(const void *)p;
+}
+
+static void store_num(const struct key *k, void *base, int64_t n)
+{
+    char *p = (char *)base + k->off;
+    if (k->store == S_INT)
+        *(int *)(void *)p = (int)n;
+    else
+        *(int64_t *)(void *)p = n;
+}
+
+static char **str_field(const struct key *k, const void *base)
+{
+    return (char **)(void *)((char *)(uintptr_t)base + k->off);
+}
+
+/* --- string checks ---------------------------------------------------- */
+
+static const char *check_host(const char *in, const char **out)
+{
+    unsigned char addr[16];
+
+    /* The listener binds literals only, so the one name we accept is
+     * resolved here rather than through the resolver at bind time. */
+    if (strcmp(in, "localhost") == 0) {
+        *out = "127.0.0.1";
+        return NULL;
+    }
+    if (inet_pton(AF_INET, in, addr) == 1 || inet_pton(AF_INET6, in, addr) == 1)
+        return NULL;
+    return "is not an IPv4 or IPv6 address (use e.g. \"0.0.0.0\", \"::\" or \"localhost\")";
+}
+
+/*
+ * Mirrors the pattern rules of http/router.c (core may not include it), so
+ * a config that loads never fails later in router_add: "*" only after the
+ * last slash, ":name" fills a whole segment, at most 4 of them, and no ":"
+ * in a prefix route.
+ */
+static const char *check_path(const char *p, const char **out)
+{
+    size_t n = strlen(p), params = 0;
+    bool prefix = n >= 2 && p[n - 1] == '*';
+
+    (void)out;
+    if (p[0] != '/')
+        return "must start with \"/\"";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] <= ' ' || p[i] == 0x7f || p[i] == '?' || p[i] == '#')
+            return "must not hold spaces, control characters, \"?\" or \"#\"";
+    if (memchr(p, '*', n - prefix) || (prefix && p[n - 2] != '/'))
+        return "may hold \"*\" only at the end, as \"/*\"";
+    for (size_t i = 1; i < n; i++) {
+        if (p[i] != ':')
+            continue;
+        if (prefix)
+            return "cannot mix a \"/*\" prefix with :name segments";
+        if (p[i - 1] != '/' || i + 1 == n || p[i + 1] == '/')
+            return "has a \":\" that is not a whole :name segment";
+        if (++params > 4)
+            return "has more than 4 :name segments";
+    }
+    return NULL;
+}
+
+static const char *check_root(const char *in, const char **out)
+{
+    (void)out;
+    return *in ? NULL : "must not be empty";
+}
+
+/* --- error messages --------------------------------------------------- */
+
+/* Where positions are looked up: the files the merged tree came from. */
+struct pos {
+    char *path;       /* "server.port", "routes[0].path"; "" is the top level */
+    int kline, kcol;  /* the key (the value itself for array elements) */
+    int vline, vcol;
+};
+
+struct origin {
+    char *name;
+    struct pos *pos;
+    size_t npos;
+};
+
+struct ctx {
+    struct origin files[2]; /* default.json and <env>.json, or one file */
+    size_t nfiles;
+    const char *label; /* the source when not a file: "command line" */
+    const char *raw;   /* the value as text, when it came as text */
+    char *err;
+    size_t errlen;
+};
+
+#define SHOWN 72
+#define SHOW_FLAGS (JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(12))
+
+/* A JSON value as JSON, cut short (at a character boundary) to fit buf. */
+static const char *show(const json_t *v, char *buf)
+{
+    size_t n = json_dumpb(v, buf, SHOWN - 1, SHOW_FLAGS);
+    if (n < SHOWN - 1) {
+        buf[n] = '\0';
+        return buf;
+    }
+    char *full = json_dumps(v, SHOW_FLAGS);
+    size_t cut = SHOWN - 4;
+    if (!full)
+        return "(value)";
+    while (cut > 0 && ((unsigned char)full[cut] & 0xC0) == 0x80)
+        cut--;
+    memcpy(buf, full, cut);
+    memcpy(buf + cut, "...", 4);
+    free(full);
+    return buf;
+}
+
+static void vput(const struct ctx *x, size_t *used, const char *fmt, va_list ap)
+{
+    if (*used + 1 >= x->errlen)
+        return;
+    int n = vsnprintf(x->err + *used, x->errlen - *used, fmt, ap);
+    if (n > 0)
+        *used = *used + (size_t)n < x->errlen ? *used + (size_t)n : x->errlen - 1;
+}
+
+__attribute__((format(printf, 3, 4))) static void put(const struct ctx *x, size_t *used,
+                                                       const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vput(x, used, fmt, ap);
+    va_end(ap);
+}
+
+/* Messages are one line even when a value or file name holds a newline. */
+static void one_line(const struct ctx *x)
+{
+    for (char *p = x->err; *p; p++)
+        if ((unsigned char)*p < ' ' || *p == 0x7f)
+            *p = '?';
+}
+
+/* The last file holding `path` is the one its effective value came from. */
+static const struct pos *find_pos(const struct ctx *x, const char *path, const char **file)
+{
+    *file = x->nfiles ? x->files[x->nfiles - 1].name : NULL;
+    for (size_t f = x->nfiles; f-- > 0;) {
+        for (size_t i = 0; i < x->files[f].npos; i++) {
+            if (strcmp(x->files[f].pos[i].path, path) == 0) {
+                *file = x->files[f].name;
+                return &x->files[f].pos[i];
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Writes "WHERE: PATH: MESSAGE" and returns -EINVAL. */
+__attribute__((format(printf, 4, 5))) static int report(const struct ctx *x, const char *path,
+                                                         bool at_key, const char *fmt, ...)
+{
+    size_t used = 0;
+    const char *file;
+    va_list ap;
+
+    if (!x->err || !x->errlen)
+        return -EINVAL;
+    x->err[0] = '\0';
+    const struct pos *p = x->label ? NULL : find_pos(x, path, &file);
+    if (x->label)
+        put(x, &used, "%s: ", x->label);
+    else if (p)
+        put(x, &used, "%s:%d:%d: ", file, at_key ? p->kline : p->vline, at_key ? p->kcol : p->vcol);
+    else if (file)
+        put(x, &used, "%s: ", file);
+    if (*path)
+        put(x, &used, "%s: ", path);
+    va_start(ap, fmt);
+    vput(x, &used, fmt, ap);
+    va_end(ap);
+    one_line(x);
+    return -EINVAL;
+}
+
+/* A message that names no key: file errors, out of memory. */
+__attribute__((format(printf, 3, 4))) static int fail(const struct ctx *x, int rc, const char *fmt,
+                                                       ...)
+{
+    size_t used = 0;
+    va_list ap;
+
+    if (!x->err || !x->errlen)
+        return rc;
+    x->err[0] = '\0';
+    va_start(ap, fmt);
+    vput(x, &used, fmt, ap);
+    va_end(ap);
+    one_line(x);
+    return rc;
+}
+
+static int no_memory(const struct ctx *x)
+{
+    return fail(x, -ENOMEM, "out of memory");
+}
+
+static int bad_type(const struct ctx *x, const char *path, const json_t *v, const char *what)
+{
+    char buf[SHOWN];
+    return report(x, path, false, "%s is not %s", show(v, buf), what);
+}
+
+/* --- formatting durations and sizes ----------------------------------- */
+
+struct unit {
+    const char *name;
+    int64_t mult;
+};
+
+/* Parsing accepts every entry; formatting uses the first that divides. */
+static const struct unit duration_units[] = {
+    {"h", HOUR}, {"m", 60 * SEC}, {"s", SEC}, {"ms", MS}, {"", SEC}, {NULL, 0}};
+static const struct unit size_units[] = {{"G", GIB}, {"M", MIB}, {"K", KIB}, {"B", 1}, {"g", GIB},
+                                         {"m", MIB}, {"k", KIB}, {"", 1},   {NULL, 0}};
+
+static const char *fmt_duration(int64_t ms, char *buf, size_t len)
+{
+    const struct unit *u = duration_units;
+    while (ms != 0 && ms % u->mult != 0)
+        u++;
+    snprintf(buf, len, "%lld%s", (long long)(ms == 0 ? 0 : ms / u->mult), ms == 0 ? "s" : u->name);
+    return buf;
+}
+
+/* Whole kibi-, mebi- or gibibytes get a suffix; anything else is bytes. */
+static const char *fmt_size(int64_t n, char *buf, size_t len)
+{
+    const struct unit *u = size_units;
+    while (u->mult > 1 && (n == 0 || n % u->mult != 0))
+        u++;
+    snprintf(buf, len, "%lld%s", (long long)(n / u->mult), u->mult > 1 ? u->name : "");
+    return buf;
+}
+
+static const char *fmt_num(const struct key *k, int64_t n, char *buf, size_t len)
+{
+    if (k->type == T_DURATION)
+        return fmt_duration(n, buf, len);
+    if (k->type == T_SIZE)
+        return fmt_size(n, buf, len);
+    snprintf(buf, len, "%lld", (long long)n);
+    return buf;
+}
+
+static int out_of_range(const struct ctx *x, const struct key *k, const char *path, const json_t *v)
+{
+    char buf[SHOWN], lo[32], hi[32];
+    return report(x, path, false, "%s is out of range %s..%s", x->raw ? x->raw : show(v, buf),
+                  fmt_num(k, k->min, lo, sizeof lo), fmt_num(k, k->max, hi, sizeof hi));
+}
+
+/* --- parsing durations and sizes -------------------------------------- */
+
+/*
+ * Reads "[-]digits[.digits]" into an integer part and a fraction num/den.
+ * Fraction digits past the ninth are read but do not count: they are far
+ * below a millisecond.
+ */
+static int parse_decimal(const char **s, bool fraction, int64_t *ip, int64_t *num, int64_t *den)
+{
+    const char *p = *s;
+    *ip = 0, *num = 0, *den = 1;
+    if (!isdigit((unsigned char)*p))
+        return -EINVAL;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (*ip > (INT64_MAX - 9) / 10)
+            return -ERANGE;
+        *ip = *ip * 10 + (*p - '0');
+    }
+    if (fraction && *p == '.') {
+        if (!isdigit((unsigned char)*++p))
+            return -EINVAL;
+        for (; isdigit((unsigned char)*p); p++) {
+            if (*den < 1000000000)
+                *num = *num * 10 + (*p - '0'), *den *= 10;
+        }
+    }
+    *s = p;
+    return 0;
+}
+
+static int parse_amount(const char *s, const struct unit *units, bool fraction, int64_t *out)
+{
+    int64_t ip, num, den;
+    bool neg;
+    int rc;
+
+    if (!s)
+        return -EINVAL;
+    neg = *s == '-';
+    s += neg;
+    if ((rc = parse_decimal(&s, fraction, &ip, &num, &den)) != 0)
+        return rc;
+    while (units->name && strcmp(units->name, s) != 0)
+        units++;
+    if (!units->name)
+        return -EINVAL;
+    if (ip > INT64_MAX / units->mult - 1)
+        return -ERANGE;
+    /* num < 1e9 and mult <= 1 hour in ms, so the product fits. */
+    int64_t v = ip * units->mult + (num * units->mult + den / 2) / den;
+    *out = neg ? -v : v;
+    return 0;
+}
+
+int cfg_parse_duration(const char *s, int64_t *ms)
+{
+    return parse_amount(s, duration_units, true, ms);
+}
+
+int cfg_parse_size(const char *s, int64_t *bytes)
+{
+    return parse_amount(s, size_units, false, bytes);
+}
+
+/* --- setting one key from a JSON value -------------------------------- */
+
+#define DURATION_HINT "a duration (use seconds or \"250ms\", \"10s\", \"2m\", \"1h\")"
+#define SIZE_HINT "a size (use bytes or \"100B\", \"16K\", \"1M\", \"1G\")"
+
+static int set_key(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base);
+
+static int store_str(const struct ctx *x, const struct key *k, void *base, const char *s)
+{
+    char **f = str_field(k, base), *copy = strdup(s);
+    if (!copy)
+        return no_memory(x);
+    free(*f);
+    *f = copy;
+    return 0;
+}
+
+static int set_int(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
+{
+    if (!json_is_integer(v))
+        return bad_type(x, path, v, "an integer");
+    json_int_t n = json_integer_value(v);
+    if (n < k->min || n > k->max)
+        return out_of_range(x, k, path, v);
+    store_num(k, base, n);
+    return 0;
+}
+
+/* A JSON number is seconds (durations) or bytes (sizes); a string has a unit. */
+static int amount_of(struct ctx *x, const struct key *k, const char *path, json_t *v, int64_t *n)
+{
+    bool dur = k->type == T_DURATION;
+    int rc;
+
+    if (json_is_string(v)) {
+        rc = dur ? cfg_parse_duration(json_string_value(v), n) : cfg_parse_size(json_string_value(v), n);
+        if (rc == -ERANGE)
+            return out_of_range(x, k, path, v);
+        return rc ? bad_type(x, path, v, dur ? DURATION_HINT : SIZE_HINT) : 0;
+    }
+    if (!dur) {
+        if (!json_is_integer(v))
+            return bad_type(x, path, v, SIZE_HINT);
+        *n = json_integer_value(v);
+        return 0;
+    }
+    if (!json_is_number(v))
+        return bad_type(x, path, v, DURATION_HINT);
+    double ms = json_number_value(v) * 1000.0;
+    if (!(ms >= -9e15 && ms <= 9e15))
+        return out_of_range(x, k, path, v);
+    *n = llround(ms);
+    return 0;
+}
+
+static int set_amount(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
+{
+    int64_t n;
+    int rc = amount_of(x, k, path, v, &n);
+    if (rc)
+        return rc;
+    if (n < k->min || n > k->max)
+        return out_of_range(x, k, path, v);
+    store_num(k, base, n);
+    return 0;
+}
+
+static int set_enum(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
+{
+    const char *s = json_string_value(v); /* NULL unless a string */
+    char list[128] = "", buf[SHOWN];
+    size_t used = 0;
+
+    for (size_t i = 0; s && k->values[i]; i++) {
+        if (strcmp(s, k->values[i]) != 0)
+            continue;
+        if (k->store == S_STR)
+            return store_str(x, k, base, s);
+        store_num(k, base, (int64_t)i);
+        return 0;
+    }
+    for (size_t i = 0; k->values[i] && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", k->values[i]);
+    return report(x, path, false, "%s is not one of %s", show(v, buf), list);
+}
+
+static int set_string(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
+{
+    char buf[SHOWN];
+
+    if (!json_is_string(v))
+        return bad_type(x, path, v, "a string");
+    const char *s = json_string_value(v), *norm = s;
+    const char *why = k->check ? k->check(s, &norm) : NULL;
+    if (why)
+        return report(x, path, false, "%s %s", show(v, buf), why);
+    return store_str(x, k, base, norm);
+}
+
+/* --- routes ----------------------------------------------------------- */
+
+static void free_routes(struct cfg_route *r, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++)
+        for (size_t k = 0; k < NKEYS; k++)
+            if (is_route_key(&keys[k]) && keys[k].store == S_STR)
+                free(*str_field(&keys[k], &r[i]));
+    free(r);
+}
+
+static const struct key *find_route_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (is_route_key(&keys[i]) && strcmp(keys[i].name + strlen(ROUTE_PREFIX), name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static char *join(const char *prefix, const char *name)
+{
+    char *p;
+    if (asprintf(&p, "%s%s%s", prefix, *prefix ? "." : "", name) < 0)
+        return NULL;
+    return p;
+}
+
+static int unknown_key(const struct ctx *x, const char *path, const char *elem);
+
+/* Required keys, and the one rule that ties two keys of a route together. */
+static int check_route(const struct ctx *x, const char *path, const struct cfg_route *r)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if ((keys[i].flags & F_REQUIRED) && !*str_field(&keys[i], r))
+            return report(x, path, false, "%s is required", keys[i].name + strlen(ROUTE_PREFIX));
+    bool is_static = strcmp(r->handler, "static") == 0;
+    if (is_static && !r->root)
+        return report(x, path, false, "root is required when handler is \"static\"");
+    if (!is_static && r->root) {
+        char *p = join(path, "root");
+        int rc = p ? report(x, p, false,
+                            "not allowed when handler is \"%s\" (only \"static\" serves files)",
+                            r->handler)
+                   : no_memory(x);
+        free(p);
+        return rc;
+    }
+    return 0;
+}
+
+static int set_route(struct ctx *x, size_t i, json_t *v, struct cfg_route *r)
+{
+    char path[48];
+    const char *name;
+    json_t *val;
+
+    snprintf(path, sizeof path, "routes[%zu]", i);
+    if (!json_is_object(v))
+        return bad_type(x, path, v, "a route object");
+    json_object_foreach(v, name, val) {
+        const struct key *k = find_route_key(name);
+        char *p = join(path, name);
+        int rc = !p ? no_memory(x) : k ? set_key(x, k, p, val, r) : unknown_key(x, p, path);
+        free(p);
+        if (rc)
+            return rc;
+    }
+    return check_route(x, path, r);
+}
+
+/* The new routes replace the old ones only when every element is valid. */
+static int set_routes(struct ctx *x, const char *path, json_t *v, struct cfg *c)
+{
+    if (!json_is_array(v))
+        return bad_type(x, path, v, "an array of routes");
+    size_t n = json_array_size(v);
+    struct cfg_route *r = n ? calloc(n, sizeof *r) : NULL;
+    int rc = 0;
+
+    if (n && !r)
+        return no_memory(x);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = set_route(x, i, json_array_get(v, i), &r[i]);
+    if (rc) {
+        free_routes(r, n);
+        return rc;
+    }
+    free_routes(c->routes, c->nroutes);
+    c->routes = r;
+    c->nroutes = n;
+    return 0;
+}
+
+static int set_key(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
+{
+    switch (k->type) {
+    case T_INT:
+        return set_int(x, k, path, v, base);
+    case T_DURATION:
+    case T_SIZE:
+        return set_amount(x, k, path, v, base);
+    case T_ENUM:
+        return set_enum(x, k, path, v, base);
+    case T_STRING:
+        return set_string(x, k, path, v, base);
+    case T_ROUTES:
+        return set_routes(x, path, v, base);
+    }
+    return -EINVAL;
+}
+
+/* --- unknown keys ----------------------------------------------------- */
+
+/* Optimal string alignment distance; names longer than 63 get none. */
+static size_t distance(const char *a, size_t n, const char *b, size_t m)
+{
+    size_t row[3][64], *pp = row[0], *prev = row[1], *cur = row[2];
+
+    if (n > 63 || m > 63)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= m; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t cost = a[i - 1] != b[j - 1], d = prev[j - 1] + cost;
+            d = prev[j] + 1 < d ? prev[j] + 1 : d;
+            d = cur[j - 1] + 1 < d ? cur[j - 1] + 1 : d;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && pp[j - 2] + 1 < d)
+                d = pp[j - 2] + 1;
+            cur[j] = d;
+        }
+        size_t *t = pp;
+        pp = prev, prev = cur, cur = t;
+    }
+    return prev[m];
+}
+
+static const char *last_segment(const char *s, size_t n)
+{
+    const char *p = s + n;
+    while (p > s && p[-1] != '.')
+        p--;
+    return p;
+}
+
+/* How far a candidate is; the right last segment ("port") counts as one. */
+static size_t score(const char *name, const char *cand, size_t clen)
+{
+    const char *tail = last_segment(cand, clen), *ntail = last_segment(name, strlen(name));
+    size_t tlen = clen - (size_t)(tail - cand);
+
+    if (strlen(ntail) == tlen && strncmp(ntail, tail, tlen) == 0)
+        return 1;
+    return distance(name, strlen(name), cand, clen);
+}
+
+/*
+ * The nearest key (or section) to a misspelt name, when it is close enough
+ * to be a typo. Returns its length and sets *best; 0 when nothing is close.
+ */
+static size_t suggest(const char *name, bool in_route, const char **best)
+{
+    size_t best_d = 1 + strlen(name) / 5 + 1, best_len = 0;
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (is_route_key(&keys[i]) != in_route)
+            continue;
+        const char *c = keys[i].name + (in_route ? strlen(ROUTE_PREFIX) : 0);
+        const char *dot = strchr(c, '.');
+        for (int pass = 0; pass < 2; pass++) {
+            size_t clen = pass == 0 ? strlen(c) : dot ? (size_t)(dot - c) : 0;
+            size_t d = clen ? score(name, c, clen) : SIZE_MAX;
+            if (d < best_d)
+                best_d = d, *best = c, best_len = clen;
+        }
+    }
+    return best_len;
+}
+
+/* `elem` is the route element ("routes[0]") when the key sits in one. */
+static int unknown_key(const struct ctx *x, const char *path, const char *elem)
+{
+    const char *name = elem ? path + strlen(elem) + 1 : path, *best = NULL;
+    size_t len = suggest(name, elem != NULL, &best);
+
+    if (!len)
+        return report(x, path, true, "unknown key");
+    return report(x, path, true, "unknown key (did you mean %s%s%.*s?)", elem ? elem : "",
+                  elem ? "." : "", (int)len, best);
+}
+
+/* --- walking a JSON tree ---------------------------------------------- */
+
+static const struct key *find_key(const char *path)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!is_route_key(&keys[i]) && strcmp(keys[i].name, path) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* "server" is a section: a dotted prefix of top-level keys. */
+static bool is_section(const char *path)
+{
+    size_t n = strlen(path);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!is_route_key(&keys[i]) && strncmp(keys[i].name, path, n) == 0 && keys[i].name[n] == '.')
+            return true;
+    return false;
+}
+
+static int walk(struct ctx *x, json_t *obj, const char *prefix, struct cfg *c);
+
+static int walk_member(struct ctx *x, const char *path, const char *name, json_t *v, struct cfg *c)
+{
+    /* A literal "server.port" key must not pass for the nested one. */
+    bool plain = *name && !strpbrk(name, ".[]");
+    const struct key *k = plain ? find_key(path) : NULL;
+
+    if (k)
+        return set_key(x, k, path, v, c);
+    if (plain && is_section(path))
+        return json_is_object(v) ? walk(x, v, path, c) : bad_type(x, path, v, "an object");
+    if (*name && find_key(path)) {
+        const char *dot = strchr(name, '.');
+        return report(x, path, true, "unknown key (write it nested, as \"%.*s\": {\"%s\": ...})",
+                      (int)(dot - name), name, dot + 1);
+    }
+    return unknown_key(x, path, NULL);
+}
+
+static int walk(struct ctx *x, json_t *obj, const char *prefix, struct cfg *c)
+{
+    const char *name;
+    json_t *v;
+
+    json_object_foreach(obj, name, v) {
+        char *path = join(prefix, name);
+        int rc = path ? walk_member(x, path, name, v, c) : no_memory(x);
+        free(path);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* --- position scanner ------------------------------------------------- */
+
+/*
+ * Runs over text jansson has already accepted and records where each key
+ * path starts. Columns count characters, not bytes, as jansson's do. It
+ * still never reads past the end, should it be handed something odd.
+ */
+struct scan {
+    const char *p, *end;
+    int line, col;
+    struct pos *v;
+    size_t n, cap;
+    int fail;
+};
+
+static void adv(struct scan *s)
+{
+    unsigned char b = (unsigned char)*s->p++;
+    if (b == '\n')
+        s->line++, s->col = 1;
+    else if ((b & 0xC0) != 0x80)
+        s->col++;
+}
+
+static bool at(const struct scan *s, char c)
+{
+    return s->p < s->end && *s->p == c;
+}
+
+static void skip_ws(struct scan *s)
+{
+    while (at(s, ' ') || at(s, '\t') || at(s, '\r') || at(s, '\n'))
+        adv(s);
+}
+
+static void skip_string(struct scan *s)
+{
+    adv(s);
+    while (s->p < s->end && *s->p != '"') {
+        if (*s->p == '\\' && s->p + 1 < s->end)
+            adv(s);
+        adv(s);
+    }
+    if (s->p < s->end)
+        adv(s);
+}
+
+static void skip_scalar(struct scan *s)
+{
+    while (s->p < s->end && !strchr(",]} \t\r\n", *s->p))
+        adv(s);
+}
+
+/* Takes ownership of path. */
+static void push(struct scan *s, char *path, int kline, int kcol)
+{
+    if (path && s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 32;
+        struct pos *nv = realloc(s->v, cap * sizeof *nv);
+        if (nv)
+            s->v = nv, s->cap = cap;
+    }
+    if (!path || s->n == s->cap) {
+        s->fail = -ENOMEM;
+        free(path);
+        return;
+    }
+    s->v[s->n++] = (struct pos){path, kline, kcol, s->line, s->col};
+}
+
+/* jansson decodes the key token, escapes and all. */
+static char *decode_key(const char *tok, size_t len)
+{
+    json_t *j = json_loadb(tok, len, JSON_DECODE_ANY, NULL);
+    char *k = json_is_string(j) ? strdup(json_string_value(j)) : NULL;
+    json_decref(j);
+    return k;
+}
+
+static void scan_value(struct scan *s, char *path, int kline, int kcol);
+
+static void scan_object(struct scan *s, const char *path)
+{
+    adv(s);
+    skip_ws(s);
+    while (!s->fail && at(s, '"')) {
+        int kline = s->line, kcol = s->col;
+        const char *tok = s->p;
+        skip_string(s);
+        char *key = decode_key(tok, (size_t)(s->p - tok));
+        char *child = key ? join(path, key) : NULL;
+        free(key);
+        skip_ws(s);
+        if (at(s, ':'))
+            adv(s);
+        skip_ws(s);
+        scan_value(s, child, kline, kcol);
+        skip_ws(s);
+        if (at(s, ','))
+            adv(s), skip_ws(s);
+    }
+    if (at(s, '}'))
+        adv(s);
+}
+
+static void scan_array(struct scan *s, const char *path)
+{
+    adv(s);
+    skip_ws(s);
+    for (size_t i = 0; !s->fail && s->p < s->end && !at(s, ']'); i++) {
+        const char *before = s->p;
+        char *child;
+        if (asprintf(&child, "%s[%zu]", path, i) < 0)
+            child = NULL;
+        scan_value(s, child, s->line, s->col);
+        skip_ws(s);
+        if (at(s, ','))
+            adv(s), skip_ws(s);
+        if (s->p == before)
+            s->fail = -EINVAL; /* no progress: not JSON after all */
+    }
+    if (at(s, ']'))
+        adv(s);
+}
+
+static void scan_value(struct scan *s, char *path, int kline, int kcol)
+{
+    size_t self = s->n;
+    push(s, path, kline, kcol);
+    if (s->fail || s->p >= s->end)
+        return;
+    /* The path string stays put when s->v grows; only the array moves. */
+    const char *p = s->v[self].path;
+    if (*s->p == '{')
+        scan_object(s, p);
+    else if (*s->p == '[')
+        scan_array(s, p);
+    else if (*s->p == '"')
+        skip_string(s);
+    else
+        skip_scalar(s);
+}
+
+static void free_pos(struct pos *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i].path);
+    free(v);
+}
+
+static int scan_positions(const char *buf, size_t len, struct origin *o)
+{
+    struct scan s = {.p = buf, .end = buf + len, .line = 1, .col = 1};
+    skip_ws(&s);
+    scan_value(&s, strdup(""), s.line, s.col);
+    if (s.fail == -ENOMEM) {
+        free_pos(s.v, s.n);
+        return -ENOMEM;
+    }
+    o->pos = s.v;
+    o->npos = s.n;
+    return 0;
+}
+
+/* --- reading files ---------------------------------------------------- */
+
+static void ctx_free(struct ctx *x)
+{
+    for (size_t i = 0; i < x->nfiles; i++) {
+        free(x->files[i].name);
+        free_pos(x->files[i].pos, x->files[i].npos);
+    }
+    x->nfiles = 0;
+}
+
+static int read_all(const char *name, char **buf, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    int fd = open(name, O_RDONLY | O_CLOEXEC), rc = 0;
+
+    if (fd < 0 || !b) {
+        rc = fd < 0 ? -errno : -ENOMEM;
+        goto out;
+    }
+    for (ssize_t got; (got = read(fd, b + n, cap - n)) != 0;) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && (rc = -errno))
+            goto out;
+        n += (size_t)got;
+        char *nb = n == cap ? realloc(b, cap *= 2) : b;
+        if (!nb && (rc = -ENOMEM))
+            goto out;
+        b = nb;
+    }
+    *buf = b, *len = n, b = NULL;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(b);
+    return rc;
+}
+
+/* Parses one JSON text whose top level must be an object, and keeps its
+ * positions for later messages. */
+static int parse_text(struct ctx *x, const char *name, const char *buf, size_t len, json_t **out)
+{
+    json_error_t e;
+    char shown[SHOWN];
+    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &e);
+    struct origin *o = &x->files[x->nfiles];
+
+    if (!j)
+        return fail(x, -EINVAL, "%s:%d:%d: %s", name, e.line, e.column, e.text);
+    if (!(o->name = strdup(name)) || scan_positions(buf, len, o)) {
+        free(o->name);
+        json_decref(j);
+        return no_memory(x);
+    }
+    x->nfiles++;
+    if (!json_is_object(j)) {
+        const struct pos *p = o->npos ? &o->pos[0] : NULL;
+        fail(x, -EINVAL, "%s:%d:%d: the top level must be an object, not %s", name, p ? p->vline : 1,
+             p ? p->vcol : 1, show(j, shown));
+        json_decref(j);
+        return -EINVAL;
+    }
+    *out = j;
+    return 0;
+}
+
+/* *out stays NULL for a missing file that is allowed to be missing. */
+static int load_file(struct ctx *x, const char *name, bool required, json_t **out)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = read_all(name, &buf, &len);
+
+    *out = NULL;
+    if (rc == -ENOENT && !required)
+        return 0;
+    if (rc)
+        return fail(x, rc == -ENOENT || rc == -ENOMEM ? rc : -EINVAL, "%s: cannot read: %s", name,
+                    strerror(-rc));
+    rc = parse_text(x, name, buf, len, out);
+    free(buf);
+    return rc;
+}
+
+/* Objects merge key by key; anything else, arrays too, replaces. */
+static int merge(json_t *dst, json_t *src)
+{
+    const char *name;
+    json_t *v;
+
+    json_object_foreach(src, name, v) {
+        json_t *d = json_object_get(dst, name);
+        int rc = json_is_object(d) && json_is_object(v) ? merge(d, v) : json_object_set(dst, name, v);
+        if (rc)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int read_dir(struct ctx *x, const char *dir, const char *env, json_t **tree)
+{
+    char *base = NULL, *over = NULL;
+    json_t *t2 = NULL;
+    int rc;
+
+    if (asprintf(&base, "%s/default.json", dir) < 0)
+        return no_memory(x);
+    if (asprintf(&over, "%s/%s.json", dir, env) < 0) {
+        free(base);
+        return no_memory(x);
+    }
+    rc = load_file(x, base, false, tree);
+    if (!rc)
+        rc = load_file(x, over, false, &t2);
+    if (!rc && t2 && *tree && merge(*tree, t2))
+        rc = no_memory(x);
+    else if (!rc && t2 && !*tree)
+        *tree = json_incref(t2);
+    json_decref(t2);
+    free(base);
+    free(over);
+    return rc;
+}
+
+static int read_sources(struct ctx *x, const struct cfg_sources *src, const char *env, json_t **tree)
+{
+    int rc = src->file ? load_file(x, src->file, true, tree)
+                       : read_dir(x, src->config_dir ? src->config_dir : "config", env, tree);
+    if (!rc && !*tree && !(*tree = json_object()))
+        rc = no_memory(x);
+    return rc;
+}
+
+/* --- values given as text: defaults, environment, command line --------- */
+
+static json_t *text_value(const struct ctx *x, const struct key *k, const char *text, int *rc)
+{
+    json_error_t e;
+    char *end;
+    json_t *v;
+
+    *rc = 0;
+    if (k->type == T_ROUTES) {
+        if (!(v = json_loads(text, JSON_REJECT_DUPLICATES, &e)))
+            *rc = report(x, k->name, false, "invalid JSON at column %d: %s", e.column, e.text);
+        return v;
+    }
+    errno = 0;
+    long long n = k->type == T_INT ? strtoll(text, &end, 10) : 0;
+    /* Only a plain decimal integer is one: "3.0", " 3" and "+3" stay strings. */
+    if (k->type == T_INT && (isdigit((unsigned char)*text) || *text == '-') && end != text && !*end &&
+        !errno)
+        v = json_integer(n);
+    else
+        v = json_string(text);
+    if (!v)
+        *rc = no_memory(x);
+    return v;
+}
+
+static int set_text(struct ctx *x, const struct key *k, const char *text, struct cfg *c)
+{
+    int rc;
+    json_t *v = text_value(x, k, text, &rc);
+
+    if (rc)
+        return rc;
+    x->raw = k->type == T_ROUTES ? NULL : text;
+    rc = set_key(x, k, k->name, v, c);
+    x->raw = NULL;
+    json_decref(v);
+    return rc;
+}
+
+static int set_defaults(struct ctx *x, struct cfg *c)
+{
+    int rc = 0;
+    x->label = "built-in default";
+    for (size_t i = 0; i < NKEYS && !rc; i++)
+        if (!is_route_key(&keys[i]) && keys[i].def)
+            rc = set_text(x, &keys[i], keys[i].def, c);
+    x->label = NULL;
+    return rc;
+}
+
+/* An empty variable counts as unset, as shells and compose files leave them. */
+static int apply_environ(struct ctx *x, struct cfg *c)
+{
+    char label[64];
+    int rc = 0;
+
+    for (size_t i = 0; i < NKEYS && !rc; i++) {
+        const char *s = keys[i].env ? getenv(keys[i].env) : NULL;
+        if (!s || !*s)
+            continue;
+        snprintf(label, sizeof label, "environment %s", keys[i].env);
+        x->label = label;
+        rc = set_text(x, &keys[i], s, c);
+    }
+    x->label = NULL;
+    return rc;
+}
+
+static int section_given(const struct ctx *x, const char *name)
+{
+    char list[256] = "";
+    size_t used = 0, n = strlen(name);
+
+    for (size_t i = 0; i < NKEYS && used < sizeof list; i++)
+        if (!is_route_key(&keys[i]) && strncmp(keys[i].name, name, n) == 0 && keys[i].name[n] == '.')
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "",
+                                     keys[i].name);
+    return report(x, name, false, "a section, not a key; set one of %s", list);
+}
+
+static int apply_override(struct ctx *x, const char *o, struct cfg *c)
+{
+    const char *eq = strchr(o, '=');
+
+    if (!eq || eq == o)
+        return report(x, "", false, "\"%s\" is not of the form key=value", o);
+    char *name = strndup(o, (size_t)(eq - o));
+    if (!name)
+        return no_memory(x);
+    const struct key *k = find_key(name);
+    int rc = k ? set_text(x, k, eq + 1, c) : is_section(name) ? section_given(x, name)
+                                                               : unknown_key(x, name, NULL);
+    free(name);
+    return rc;
+}
+
+static int apply_overrides(struct ctx *x, const char *const *ov, struct cfg *c)
+{
+    int rc = 0;
+    x->label = "command line";
+    for (; ov && *ov && !rc; ov++)
+        rc = apply_override(x, *ov, c);
+    x->label = NULL;
+    return rc;
+}
+
+/* --- loading ---------------------------------------------------------- */
+
+static int available_cpus(void)
+{
+    cpu_set_t set;
+    long n;
+
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 && n < INT32_MAX ? (int)n : 1;
+}
+
+/* Capped, so that cfg_to_json's output still validates on a big machine. */
+static void resolve_workers(struct cfg *c)
+{
+    if (c->workers == 0) {
+        int n = available_cpus();
+        c->workers = n < CFG_MAX_WORKERS ? n : CFG_MAX_WORKERS;
+    }
+}
+
+/* The name becomes part of a file name, so it is kept to a safe alphabet. */
+static int resolve_env(const struct ctx *x, const struct cfg_sources *src, char **out)
+{
+    const char *e = src->env, *label = "environment name";
+
+    if (!e || !*e)
+        e = getenv("COHORT_ENV"), label = "environment COHORT_ENV";
+    if (!e || !*e)
+        e = "development";
+    if (strspn(e, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != strlen(e))
+        return fail(x, -EINVAL, "%s: \"%s\" is not an environment name (use letters, digits, \"-\" and \"_\")",
+                    label, e);
+    *out = strdup(e);
+    return *out ? 0 : no_memory(x);
+}
+
+int cfg_load(const struct cfg_sources *src, struct cfg *out, char *err, size_t errlen)
+{
+    static const struct cfg_sources none;
+    struct ctx x = {.err = err, .errlen = errlen};
+    struct cfg c = {0};
+    json_t *tree = NULL;
+    int rc;
+
+    if (!src)
+        src = &none;
+    if (err && errlen)
+        err[0] = '\0';
+    memset(out, 0, sizeof *out);
+    rc = resolve_env(&x, src, &c.env);
+    if (!rc)
+        rc = set_defaults(&x, &c);
+    if (!rc)
+        rc = read_sources(&x, src, c.env, &tree);
+    if (!rc)
+        rc = walk(&x, tree, "", &c);
+    if (!rc && src->use_environ)
+        rc = apply_environ(&x, &c);
+    if (!rc)
+        rc = apply_overrides(&x, src->overrides, &c);
+    json_decref(tree);
+    ctx_free(&x);
+    if (rc) {
+        cfg_free(&c);
+        return rc;
+    }
+    resolve_workers(&c);
+    *out = c;
+    return 0;
+}
+
+/* cfg_to_json adds "env", which is not a key a file may set. */
+static int take_env(const struct ctx *x, json_t *tree, struct cfg *c)
+{
+    json_t *v = json_object_get(tree, "env");
+
+    if (!v)
+        return 0;
+    if (!json_is_string(v))
+        return bad_type(x, "env", v, "a string");
+    if (!(c->env = strdup(json_string_value(v))))
+        return no_memory(x);
+    json_object_del(tree, "env");
+    return 0;
+}
+
+int cfg_from_json(const char *text, struct cfg *out, char *err, size_t errlen)
+{
+    static const char name[] = "<effective>";
+    struct ctx x = {.err = err, .errlen = errlen};
+    struct cfg c = {0};
+    json_t *tree = NULL;
+    int rc;
+
+    if (err && errlen)
+        err[0] = '\0';
+    memset(out, 0, sizeof *out);
+    rc = text ? set_defaults(&x, &c) : fail(&x, -EINVAL, "%s: no text", name);
+    if (!rc)
+        rc = parse_text(&x, name, text, strlen(text), &tree);
+    if (!rc)
+        rc = take_env(&x, tree, &c);
+    if (!rc)
+        rc = walk(&x, tree, "", &c);
+    json_decref(tree);
+    ctx_free(&x);
+    if (rc) {
+        cfg_free(&c);
+        return rc;
+    }
+    resolve_workers(&c);
+    *out = c;
+    return 0;
+}
+
+void cfg_free(struct cfg *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!is_route_key(&keys[i]) && keys[i].store == S_STR)
+            free(*str_field(&keys[i], c));
+    free_routes(c->routes, c->nroutes);
+    free(c->env);
+    memset(c, 0, sizeof *c);
+}
+
+/* --- output ----------------------------------------------------------- */
+
+static json_t *routes_value(const struct cfg *c);
+
+static int64_t nvalues(const struct key *k)
+{
+    int64_t n = 0;
+    while (k->values[n])
+        n++;
+    return n;
+}
+
+/* Sets *out to NULL, with 0, for a string that is not set. */
+static int key_value(const struct key *k, const void *base, json_t **out)
+{
+    char buf[32];
+    int64_t n = k->store == S_INT || k->store == S_I64 ? load_num(k, base) : 0;
+    const char *s = k->store == S_STR ? *str_field(k, base) : NULL;
+
+    if (k->store == S_STR && !s) {
+        *out = NULL;
+        return 0;
+    }
+    if (k->type == T_ENUM && k->store == S_INT)
+        s = n >= 0 && n < nvalues(k) ? k->values[n] : "?";
+    switch (k->type) {
+    case T_INT:
+        *out = json_integer(n);
+        break;
+    case T_DURATION:
+        *out = json_string(fmt_duration(n, buf, sizeof buf));
+        break;
+    case T_SIZE:
+        fmt_size(n, buf, sizeof buf);
+        *out = isdigit((unsigned char)buf[strlen(buf) - 1]) ? json_integer(n) : json_string(buf);
+        break;
+    case T_ENUM:
+    case T_STRING:
+        *out = json_string(s);
+        break;
+    case T_ROUTES:
+        *out = routes_value(base);
+        break;
+    }
+    return *out ? 0 : -ENOMEM;
+}
+
+static json_t *route_value(const struct cfg_route *r)
+{
+    json_t *o = json_object(), *v;
+
+    for (size_t i = 0; o && i < NKEYS; i++) {
+        if (!is_route_key(&keys[i]))
+            continue;
+        if (key_value(&keys[i], r, &v) ||
+            (v && json_object_set_new(o, keys[i].name + strlen(ROUTE_PREFIX), v))) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+static json_t *routes_value(const struct cfg *c)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a && i < c->nroutes; i++) {
+        if (json_array_append_new(a, route_value(&c->routes[i]))) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* Puts a key at its place in the tree: "server.port" under "server". */
+static int put_key(json_t *root, const struct key *k, const struct cfg *c)
+{
+    const char *name = k->name, *dot;
+    json_t *obj = root, *v;
+
+    while ((dot = strchr(name, '.'))) {
+        size_t n = (size_t)(dot - name);
+        json_t *sub = json_object_getn(obj, name, n);
+        if (!sub && json_object_setn_new(obj, name, n, sub = json_object()))
+            return -ENOMEM;
+        obj = sub;
+        name = dot + 1;
+    }
+    if (key_value(k, c, &v))
+        return -ENOMEM;
+    return v && json_object_set_new(obj, name, v) ? -ENOMEM : 0;
+}
+
+char *cfg_to_json(const struct cfg *c)
+{
+    json_t *root = json_object();
+    int rc = root ? 0 : -ENOMEM;
+    char *s = NULL;
+
+    if (!rc && c->env)
+        rc = json_object_set_new(root, "env", json_string(c->env)) ? -ENOMEM : 0;
+    for (size_t i = 0; i < NKEYS && !rc; i++)
+        if (!is_route_key(&keys[i]))
+            rc = put_key(root, &keys[i], c);
+    if (!rc)
+        s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return s;
+}
+
+/* --- comparing -------------------------------------------------------- */
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static bool key_equal(const struct key *k, const void *a, const void *b);
+
+static bool routes_equal(const struct cfg *a, const struct cfg *b)
+{
+    if (a->nroutes != b->nroutes)
+        return false;
+    for (size_t r = 0; r < a->nroutes; r++)
+        for (size_t i = 0; i < NKEYS; i++)
+            if (is_route_key(&keys[i]) && !key_equal(&keys[i], &a->routes[r], &b->routes[r]))
+                return false;
+    return true;
+}
+
+static bool key_equal(const struct key *k, const void *a, const void *b)
+{
+    switch (k->store) {
+    case S_INT:
+    case S_I64:
+        return load_num(k, a) == load_num(k, b);
+    case S_STR:
+        return str_eq(*str_field(k, a), *str_field(k, b));
+    case S_ROUTES:
+        return routes_equal(a, b);
+    }
+    return false;
+}
+
+bool cfg_equal(const struct cfg *a, const struct cfg *b)
+{
+    if (!str_eq(a->env, b->env))
+        return false;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!is_route_key(&keys[i]) && !key_equal(&keys[i], a, b))
+            return false;
+    return true;
+}
+
+int cfg_check_reload(const struct cfg *cur, const struct cfg *next, char *err, size_t errlen)
+{
+    struct ctx x = {.err = err, .errlen = errlen};
+    json_t *va = NULL, *vb = NULL;
+    char sa[SHOWN], sb[SHOWN];
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        if (is_route_key(k) || (k->flags & F_RELOAD) || key_equal(k, cur, next))
+            continue;
+        if (key_value(k, cur, &va) || key_value(k, next, &vb)) {
+            json_decref(va);
+            return no_memory(&x);
+        }
+        report(&x, k->name, false, "changed from %s to %s, which needs a restart",
+               va ? show(va, sa) : "(unset)", vb ? show(vb, sb) : "(unset)");
+        json_decref(va);
+        json_decref(vb);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* --- reference -------------------------------------------------------- */
+
+static const char *const type_names[] = {
+    [T_INT] = "integer", [T_DURATION] = "duration", [T_SIZE] = "size",
+    [T_ENUM] = "enum",   [T_STRING] = "string",     [T_ROUTES] = "array",
+};
+
+static const char *describe_bounds(const struct key *k, char *buf, size_t len)
+{
+    char lo[32], hi[32];
+    size_t used = 0;
+
+    if (k->bounds)
+        return k->bounds;
+    if (k->type != T_ENUM) {
+        snprintf(buf, len, "%s..%s", fmt_num(k, k->min, lo, sizeof lo), fmt_num(k, k->max, hi, sizeof hi));
+        return buf;
+    }
+    buf[0] = '\0';
+    for (size_t i = 0; k->values[i] && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", k->values[i]);
+    return buf;
+}
+
+void cfg_describe(FILE *out)
+{
+    char def[64], bounds[128], env[64];
+
+    fputs("| Key | Type | Default | Bounds | Reloadable | Env | Description |\n", out);
+    fputs("|-----|------|---------|--------|------------|-----|-------------|\n", out);
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        snprintf(def, sizeof def, k->def ? "`%s`" : "%s",
+                 k->def ? k->def : (k->flags & F_REQUIRED) ? "required" : "none");
+        snprintf(env, sizeof env, k->env ? "`%s`" : "%s", k->env ? k->env : "");
+        fprintf(out, "| `%s` | %s | %s | %s | %s | %s | %s |\n", k->name, type_names[k->type], def,
+                describe_bounds(k, bounds, sizeof bounds), (k->flags & F_RELOAD) ? "yes" : "no", env,
+                k->desc);
+    }
+}

@@ -1,0 +1,121 @@
+/*
+ * Configuration: one table of every key (name, type, bounds, default,
+ * reloadable), loaded from JSON files, the environment and the command line.
+ *
+ * Sources, later ones win:
+ *   1. the built-in defaults of the key table;
+ *   2. config/default.json merged with config/<env>.json (env from
+ *      COHORT_ENV, default "development"; a missing file is not an error),
+ *      or instead the one file given with -c;
+ *   3. environment variables: PORT, HOST, WORKERS (and those later keys
+ *      declare);
+ *   4. command-line flags, given as "key=value" overrides by main.c.
+ *
+ * Every error names where the value came from and what is wrong:
+ *   config/production.json:12:5: server.port: 70000 is out of range 1..65535
+ *   environment PORT: server.port: "abc" is not an integer
+ * An unknown key suggests the nearest known one. A loader error is returned
+ * as -EINVAL with the message in the caller's buffer; main exits 78.
+ *
+ * Ownership: cfg_load() fills a struct cfg that owns all its strings and its
+ * routes; cfg_free() releases them. Nothing in it points into a file buffer.
+ */
+#ifndef COHORT_CONFIG_H
+#define COHORT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CFG_EXIT_CODE 78 /* EX_CONFIG */
+#define CFG_MAX_WORKERS 64
+
+enum cfg_schedule { CFG_SCHED_REUSEPORT, CFG_SCHED_SHARED };
+
+/* A route declared in the config file ("routes": [ ... ]). */
+struct cfg_route {
+    char *path;    /* "/health", "/api/products/:id", or a prefix ending in a star */
+    char *handler; /* "static", "hello", "health" */
+    char *root;    /* static: the folder served; NULL otherwise */
+};
+
+struct cfg {
+    char *env;         /* environment name the files were chosen by */
+    char *host;        /* server.host: listen address, IPv4 or IPv6 literal */
+    int port;          /* server.port */
+    int workers;       /* 0 in the file means "available CPUs"; resolved here */
+    enum cfg_schedule schedule;
+    int64_t min_uptime_ms;
+    int64_t shutdown_timeout_ms;
+    int backlog;
+
+    struct {
+        int64_t max_body;        /* bytes */
+        int64_t max_uri;         /* bytes */
+        int64_t max_header_size; /* bytes of the whole head */
+        int max_headers;
+    } limits;
+
+    struct {
+        int64_t header_ms;    /* whole head must arrive within */
+        int64_t keepalive_ms; /* idle between requests */
+        int64_t body_ms;      /* longest pause while reading a body */
+        int64_t send_ms;      /* longest pause while the client does not read */
+    } timeouts;
+
+    struct cfg_route *routes;
+    size_t nroutes;
+};
+
+/* Where the loader reads from. All fields may be NULL/0. */
+struct cfg_sources {
+    const char *file;       /* -c FILE: used instead of config/ */
+    const char *config_dir; /* default "config" */
+    const char *env;        /* default getenv("COHORT_ENV") or "development" */
+    const char *const *overrides; /* "key=value" strings from flags, NULL-ended */
+    int use_environ;        /* read PORT, HOST, WORKERS from the environment */
+};
+
+/*
+ * Loads and validates. On success returns 0 and fills *out (free it with
+ * cfg_free). On failure returns -EINVAL (or -ENOENT for a -c file that does
+ * not exist) and writes one line, without newline, to err. On failure *out
+ * is left zeroed, so cfg_free(out) is harmless either way.
+ */
+int cfg_load(const struct cfg_sources *src, struct cfg *out, char *err, size_t errlen);
+
+/*
+ * Builds a struct cfg from one JSON text that holds a complete effective
+ * config, as cfg_to_json() produced it (the master hands it to workers).
+ */
+int cfg_from_json(const char *text, struct cfg *out, char *err, size_t errlen);
+
+/* The effective config as pretty JSON, every key present. Caller frees. */
+char *cfg_to_json(const struct cfg *c);
+
+void cfg_free(struct cfg *c);
+
+/* Parses "10s", "500ms", "2m", "1h" or a plain number of seconds. */
+int cfg_parse_duration(const char *s, int64_t *ms);
+/* Parses "512M", "16K", "1G", "100B" or a plain number of bytes. */
+int cfg_parse_size(const char *s, int64_t *bytes);
+/* Both return -EINVAL for any other form and -ERANGE when it overflows;
+ * bounds are the caller's (a "-" is parsed, so a range check can name it). */
+
+/*
+ * Prints the key reference as a Markdown table, one row per key (route keys
+ * as routes[].path). docs/config.md holds it verbatim; a unit test checks.
+ */
+void cfg_describe(FILE *out);
+
+/* True when both hold the same values, env included. */
+bool cfg_equal(const struct cfg *a, const struct cfg *b);
+
+/*
+ * For a reload: 0 when `next` differs from `cur` only in reloadable keys;
+ * otherwise -EINVAL, naming the first key that needs a restart in err.
+ */
+int cfg_check_reload(const struct cfg *cur, const struct cfg *next, char *err, size_t errlen);
+
+#endif

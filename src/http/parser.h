@@ -114,8 +114,8 @@ const char *http_method_name(enum http_method m);
 int http_valid_host(const char *s, size_t len);
 
 /*
- * Chunked body decoder, in place. The caller zeroes it before the first
- * call. Each call takes the bytes buf[0..*len), moves the decoded data to
+ * Chunked body decoder, in place. The caller zeroes it and sets max_body
+ * before the first call. Each call takes the bytes buf[0..*len), moves the decoded data to
  * the front of buf and sets *len to the number of decoded bytes. Returns:
  *   >= 0  the body is complete; the value is the number of bytes after the
  *         body's end (start of the next message) that were left in place at

@@ -6,6 +6,8 @@ CC       ?= cc
 PKGS     := libuv hiredis jansson sqlite3
 SANITIZE ?=
 FUZZ_SECONDS ?= 60
+# Debian's python3, which has python3-pytest (a python3 earlier in PATH may not).
+PYTHON   ?= /usr/bin/python3
 
 ifeq ($(SANITIZE),)
 BUILD    := build
@@ -58,7 +60,7 @@ unit: $(UNITBIN)
 	@set -e; for t in $(UNITBIN); do echo "== $$t"; ./$$t --jobs 2; done
 
 e2e: $(BUILD)/cohort
-	COHORT_BIN=$(abspath $(BUILD)/cohort) python3 -m pytest -q -p no:cacheprovider tests/e2e
+	COHORT_BIN=$(abspath $(BUILD)/cohort) $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
 # libFuzzer targets, always built with clang, ASan and UBSan.
 FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))

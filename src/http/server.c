@@ -95,7 +95,7 @@ struct http_server {
     int released;            /* something was freed since the last trim */
     /* Date header, refreshed at most once a second */
     char date[40];
-    uint64_t date_ms;
+    time_t date_sec;
     /* drain */
     unsigned listening : 1;
     unsigned draining : 1;
@@ -125,16 +125,17 @@ static void set_state(struct http_conn *c, enum conn_state st)
     list_append(&c->srv->lists[st], &c->link);
 }
 
+/* The Date string is formatted once per second of wall-clock time; time()
+ * is a vDSO read, far cheaper than formatting. */
 static void refresh_date(struct http_server *srv)
 {
-    uint64_t now = now_ms(srv);
-    if (srv->date[0] && now - srv->date_ms < 1000)
-        return;
     time_t t = time(NULL);
+    if (t == srv->date_sec)
+        return;
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(srv->date, sizeof(srv->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    srv->date_ms = now;
+    srv->date_sec = t;
 }
 
 const char *http_status_text(int status)
@@ -255,6 +256,8 @@ static char *out_reserve(struct http_conn *c, size_t n)
 
 static void out_append(struct http_conn *c, const void *p, size_t n)
 {
+    if (n == 0)
+        return;
     char *dst = out_reserve(c, n);
     if (!dst) {
         c->closing = 1;
@@ -1029,6 +1032,12 @@ static void conn_close(struct http_conn *c)
         return;
     c->closed = 1;
     list_unlink(&c->link);
+    if (c->x && c->state == ST_BODY) {
+        /* no handler has seen it yet: nobody else holds the exchange */
+        metrics_add(c->srv->slot->inflight, (uint64_t)-1);
+        exchange_put(c->srv, c->x);
+        c->x = NULL;
+    }
     if (c->x) {
         struct http_exchange *x = c->x;
         c->x = NULL;

@@ -12,6 +12,7 @@
 #include "http/static.h"
 
 struct app {
+    struct app_env env;
     struct static_dir **dirs;
     size_t ndirs;
 };
@@ -68,11 +69,14 @@ static int add_route(struct app *a, struct router *r, const struct cfg_route *rt
     return rc;
 }
 
-struct app *app_new(const struct cfg *cfg, struct router *r, char *err, size_t errlen)
+struct app *app_new(const struct app_env *env, char *err, size_t errlen)
 {
+    const struct cfg *cfg = env->cfg;
+    struct router *r = env->router;
     struct app *a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
+    a->env = *env;
     /* config routes first: among exact routes the first added wins */
     for (size_t i = 0; i < cfg->nroutes; i++) {
         if (add_route(a, r, &cfg->routes[i], err, errlen) < 0) {
@@ -87,6 +91,12 @@ struct app *app_new(const struct cfg *cfg, struct router *r, char *err, size_t e
         return NULL;
     }
     return a;
+}
+
+void app_stop(struct app *a, void (*done)(void *arg), void *arg)
+{
+    (void)a;
+    done(arg);
 }
 
 void app_free(struct app *a)

@@ -6,15 +6,34 @@
 #define COHORT_APP_H
 
 #include <stddef.h>
+#include <uv.h>
 
 #include "core/config.h"
+#include "core/metrics.h"
 #include "http/router.h"
 
 struct app;
 
-/* Builds the routes into `r`. Returns NULL with a message in err when a
- * route cannot be set up (e.g. a static root that is not a directory). */
-struct app *app_new(const struct cfg *cfg, struct router *r, char *err, size_t errlen);
+/* What a worker hands its application. Everything outlives the app. */
+struct app_env {
+    const struct cfg *cfg;
+    struct router *router;
+    uv_loop_t *loop;
+    struct metrics_shm *shm;   /* the whole counters segment (read by stats) */
+    struct metrics_slot *slot; /* this worker's slot (written by it) */
+    int worker_id;
+};
+
+/* Builds the routes into env->router and starts what the handlers need on
+ * the loop. Returns NULL with a message in err when something cannot be set
+ * up (e.g. a static root that is not a directory). */
+struct app *app_new(const struct app_env *env, char *err, size_t errlen);
+
+/* Called once the worker has drained its connections: flush what must not
+ * be lost, close the app's handles, then call done(arg) (possibly later). */
+void app_stop(struct app *a, void (*done)(void *arg), void *arg);
+
+/* Frees the app after app_stop finished and the loop has run dry. */
 void app_free(struct app *a);
 
 #endif

@@ -39,7 +39,7 @@ int metrics_map(int fd, struct metrics_shm **out)
 
 /* The counting fields of a slot, in order; pid and started_ms are not summed. */
 #define COUNT_FIRST offsetof(struct metrics_slot, requests)
-#define COUNT_LAST offsetof(struct metrics_slot, conns_total)
+#define COUNT_LAST offsetof(struct metrics_slot, redis_reconnects)
 
 void metrics_fold(struct metrics_slot *into, struct metrics_slot *slot)
 {

@@ -25,11 +25,16 @@ struct metrics_slot {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t conns_total;
+    uint64_t cache_hits;
+    uint64_t cache_misses;
+    uint64_t redis_commands;
+    uint64_t redis_errors;
+    uint64_t redis_reconnects;
     /* gauges: the worker's state now */
     uint64_t conns_open;
     uint64_t inflight;
     uint64_t rss;
-    uint64_t pad[3];       /* a slot is 128 bytes: two cache lines */
+    uint64_t redis_up;     /* 1 while the worker's Redis connection is up */
 };
 
 struct metrics_shm {

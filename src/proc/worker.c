@@ -80,16 +80,22 @@ static void close_handle(uv_handle_t *h)
         uv_close(h, NULL);
 }
 
-static void drained(struct http_server *srv, void *arg)
+static void app_stopped(void *arg)
 {
     struct worker *w = arg;
-    (void)srv;
     log_debug("drained, exiting");
     http_server_close(w->srv);
     for (int i = 0; i < 3; i++)
         close_handle((uv_handle_t *)&w->sigs[i]);
     close_handle((uv_handle_t *)&w->rss_timer);
     close_handle((uv_handle_t *)&w->ipc);
+}
+
+static void drained(struct http_server *srv, void *arg)
+{
+    struct worker *w = arg;
+    (void)srv;
+    app_stop(w->app, app_stopped, w);
 }
 
 static void begin_stop(struct worker *w, const char *why)
@@ -194,7 +200,9 @@ static int start_serving(struct worker *w)
     w->router = router_new();
     if (!w->router)
         return -ENOMEM;
-    w->app = app_new(&w->cfg, w->router, err, sizeof(err));
+    struct app_env env = {.cfg = &w->cfg, .router = w->router, .loop = w->loop, .shm = w->shm,
+                          .slot = w->slot, .worker_id = w->id};
+    w->app = app_new(&env, err, sizeof(err));
     if (!w->app) {
         log_error("%s", err);
         return -EINVAL;

@@ -10,6 +10,8 @@ top=$(dirname "$here")
 shared=${SHARED:-$top/../shared}
 abab="python3 $shared/bench/abab"
 rounds=${1:-3} secs=${2:-5}
+"$top/scripts/deps.sh" bench   # the peers and wrk, when missing
+[ -x "$top/build/cohort" ] || make -C "$top" all >/dev/null
 bin=$top/build/cohort
 run=$(mktemp -d /tmp/cohort-bench-XXXX)
 pids=()

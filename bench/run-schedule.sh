@@ -9,6 +9,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 shared=${SHARED:-$top/../shared}
 rounds=${1:-3} secs=${2:-5}
+"$top/scripts/deps.sh" bench   # the peers and wrk, when missing
+[ -x "$top/build/cohort" ] || make -C "$top" all >/dev/null
 run=$(mktemp -d /tmp/cohort-sched-XXXX)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT

@@ -46,6 +46,7 @@ static const char usage_serve[] =
     "  -p, --port N         listen port (server.port; env PORT)\n"
     "  -w, --workers N      worker processes, 0 = available CPUs (env WORKERS)\n"
     "  -s, --schedule MODE  how connections reach workers: reuseport or shared\n"
+    "  --keys               print the table of every config key and exit\n"
     "  -h, --help           show this help\n"
     "\n"
     "Flags win over environment variables, which win over config files.\n"
@@ -82,7 +83,8 @@ static int parse_opts(int argc, char **argv, const char *cmd, const char *what, 
         {"config", required_argument, NULL, 'c'}, {"env", required_argument, NULL, 'e'},
         {"host", required_argument, NULL, 'H'},   {"port", required_argument, NULL, 'p'},
         {"workers", required_argument, NULL, 'w'}, {"schedule", required_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+        {"help", no_argument, NULL, 'h'},         {"keys", no_argument, NULL, 'K'},
+        {NULL, 0, NULL, 0}};
     static const char *const keys[] = {['H'] = "server.host", ['p'] = "server.port", ['w'] = "workers",
                                        ['s'] = "schedule"};
     memset(o, 0, sizeof(*o));
@@ -97,6 +99,7 @@ static int parse_opts(int argc, char **argv, const char *cmd, const char *what, 
         case 'e': o->src.env = optarg; break;
         case 'H': case 'p': case 'w': case 's': add_override(o, keys[ch], optarg); break;
         case 'h': printf(usage_serve, cmd, what); return 0;
+        case 'K': cfg_describe(stdout); return 0;
         case ':': return bad_usage("option %s needs a value", argv[optind - 1], usage_serve, cmd);
         default: return bad_usage("unknown option %s", argv[optind - 1], usage_serve, cmd);
         }

@@ -19,6 +19,8 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -68,8 +70,12 @@ _Static_assert(sizeof(enum cfg_schedule) == sizeof(int), "enum cfg_schedule must
 static const char *check_host(const char *in, const char **out);
 static const char *check_path(const char *in, const char **out);
 static const char *check_root(const char *in, const char **out);
+static const char *check_user(const char *in, const char **out);
+static const char *check_group(const char *in, const char **out);
+static const char *check_file_path(const char *in, const char **out);
 
-static const char *const schedules[] = {"reuseport", "shared", NULL}; /* enum cfg_schedule order */
+static const char *const schedules[] = {"reuseport", "shared", "round_robin", "least_loaded",
+                                          NULL}; /* enum cfg_schedule order */
 static const char *const handlers[] = {"static", "hello", "health", NULL};
 
 static const struct key keys[] = {
@@ -85,13 +91,46 @@ static const struct key keys[] = {
      .desc = "Worker processes; 0 means one per available CPU (at most 64)."},
     {.name = "schedule", .type = T_ENUM, .store = S_INT, .off = TOP(schedule), .values = schedules,
      .def = "reuseport",
-     .desc = "How connections reach workers: a SO_REUSEPORT socket each, or one shared socket."},
+     .desc = "How connections reach workers: a SO_REUSEPORT socket each, one shared socket, or the "
+             "master accepting and handing each to the next worker (round_robin) or to the one with "
+             "the fewest requests in flight (least_loaded)."},
     {.name = "min_uptime", .type = T_DURATION, .store = S_I64, .off = TOP(min_uptime_ms), .min = 0,
      .max = HOUR, .def = "1s", .flags = F_RELOAD,
      .desc = "A worker that exits sooner than this after starting counts as crashing."},
     {.name = "shutdown_timeout", .type = T_DURATION, .store = S_I64, .off = TOP(shutdown_timeout_ms),
      .min = 0, .max = HOUR, .def = "10s", .flags = F_RELOAD,
      .desc = "How long a graceful stop waits for requests in flight."},
+    {.name = "ready_timeout", .type = T_DURATION, .store = S_I64, .off = TOP(ready_timeout_ms),
+     .min = 100 * MS, .max = HOUR, .def = "10s", .flags = F_RELOAD,
+     .desc = "A worker started by a reload or recycle must report ready within this, or the reload stops."},
+    {.name = "max_memory", .type = T_SIZE, .store = S_I64, .off = TOP(max_memory), .min = 0,
+     .max = 1024 * GIB, .def = "512M", .flags = F_RELOAD, .env = "MAX_MEMORY",
+     .desc = "RSS above which a worker is replaced (new one first, then the old drains); 0 turns it off."},
+    {.name = "memory_check_interval", .type = T_DURATION, .store = S_I64,
+     .off = TOP(memory_check_interval_ms), .min = 100 * MS, .max = HOUR, .def = "5s", .flags = F_RELOAD,
+     .desc = "How often each worker compares its RSS with max_memory."},
+    {.name = "max_requests", .type = T_INT, .store = S_I64, .off = TOP(max_requests), .min = 0,
+     .max = INT64_MAX / 2, .def = "0", .flags = F_RELOAD,
+     .desc = "Requests after which a worker is replaced; 0 means never."},
+    {.name = "max_errors", .type = T_INT, .store = S_INT, .off = TOP(max_errors), .min = 0, .max = 1000000,
+     .def = "10", .flags = F_RELOAD,
+     .desc = "Internal errors (500 answers) within error_window after which a worker is replaced; 0 turns it off."},
+    {.name = "error_window", .type = T_DURATION, .store = S_I64, .off = TOP(error_window_ms), .min = MS,
+     .max = HOUR, .def = "60s", .flags = F_RELOAD, .desc = "The window max_errors counts in."},
+    {.name = "max_connections", .type = T_INT, .store = S_INT, .off = TOP(max_connections), .min = 0,
+     .max = 10000000, .def = "0", .flags = F_RELOAD,
+     .desc = "Open connections per worker above which round_robin and least_loaded skip it; 0 means no limit."},
+    {.name = "user", .type = T_STRING, .store = S_STR, .off = TOP(user), .check = check_user,
+     .bounds = "an existing user", .desc = "Workers run as this user (the master binds first, as root)."},
+    {.name = "group", .type = T_STRING, .store = S_STR, .off = TOP(group), .check = check_group,
+     .bounds = "an existing group", .desc = "Workers run with this group; default: the user's own."},
+    {.name = "control.socket", .type = T_STRING, .store = S_STR, .off = TOP(control_socket),
+     .check = check_file_path, .bounds = "a file path",
+     .desc = "Unix socket `cohort status`, `reload` and `stop` talk to; default "
+             "$XDG_RUNTIME_DIR (or /tmp)/cohort-<port>.sock."},
+    {.name = "control.pid_file", .type = T_STRING, .store = S_STR, .off = TOP(pid_file),
+     .check = check_file_path, .bounds = "a file path",
+     .desc = "Where the master writes its pid; default $XDG_RUNTIME_DIR (or /tmp)/cohort-<port>.pid."},
     {.name = "limits.max_body", .type = T_SIZE, .store = S_I64, .off = TOP(limits.max_body), .min = 0,
      .max = GIB, .def = "1M", .flags = F_RELOAD, .desc = "Largest request body."},
     {.name = "limits.max_uri", .type = T_SIZE, .store = S_I64, .off = TOP(limits.max_uri), .min = 64,
@@ -130,6 +169,11 @@ static const struct key keys[] = {
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
+size_t cfg_key_count(void)
+{
+    return NKEYS;
+}
+
 static bool is_route_key(const struct key *k)
 {
     return strncmp(k->name, ROUTE_PREFIX, strlen(ROUTE_PREFIX)) == 0;
@@ -156,6 +200,26 @@ static char **str_field(const struct key *k, const void *base)
 }
 
 /* --- string checks ---------------------------------------------------- */
+
+static const char *check_user(const char *in, const char **out)
+{
+    *out = in;
+    return getpwnam(in) ? NULL : "is not a user on this system";
+}
+
+static const char *check_group(const char *in, const char **out)
+{
+    *out = in;
+    return getgrnam(in) ? NULL : "is not a group on this system";
+}
+
+static const char *check_file_path(const char *in, const char **out)
+{
+    *out = in;
+    if (in[0] == '\0')
+        return "must not be empty";
+    return strlen(in) >= 108 ? "is too long for a Unix socket path (107 bytes at most)" : NULL;
+}
 
 static const char *check_host(const char *in, const char **out)
 {

@@ -31,7 +31,7 @@
 #define CFG_EXIT_CODE 78 /* EX_CONFIG */
 #define CFG_MAX_WORKERS 64
 
-enum cfg_schedule { CFG_SCHED_REUSEPORT, CFG_SCHED_SHARED };
+enum cfg_schedule { CFG_SCHED_REUSEPORT, CFG_SCHED_SHARED, CFG_SCHED_ROUND_ROBIN, CFG_SCHED_LEAST_LOADED };
 
 /* A route declared in the config file ("routes": [ ... ]). */
 struct cfg_route {
@@ -49,6 +49,19 @@ struct cfg {
     int64_t min_uptime_ms;
     int64_t shutdown_timeout_ms;
     int backlog;
+
+    /* operating the cluster: reload, recycling, control */
+    int64_t ready_timeout_ms;      /* a new worker must report ready within */
+    int64_t max_memory;            /* bytes of RSS per worker; 0 = no limit */
+    int64_t memory_check_interval_ms;
+    int64_t max_requests;          /* per worker; 0 = no limit */
+    int max_errors;                /* internal 500s within error_window; 0 = off */
+    int64_t error_window_ms;
+    int max_connections;           /* per worker, for round_robin/least_loaded; 0 = no limit */
+    char *user;                    /* workers run as this user; NULL = unchanged */
+    char *group;                   /* and group; NULL = the user's group */
+    char *control_socket;          /* NULL = derived from the port */
+    char *pid_file;                /* NULL = derived from the port */
 
     struct {
         int64_t max_body;        /* bytes */
@@ -116,6 +129,9 @@ bool cfg_equal(const struct cfg *a, const struct cfg *b);
  * For a reload: 0 when `next` differs from `cur` only in reloadable keys;
  * otherwise -EINVAL, naming the first key that needs a restart in err.
  */
+/* How many keys the table declares (route keys included). */
+size_t cfg_key_count(void);
+
 int cfg_check_reload(const struct cfg *cur, const struct cfg *next, char *err, size_t errlen);
 
 #endif

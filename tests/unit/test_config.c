@@ -359,8 +359,8 @@ Test(config, out_of_range)
 
 Test(config, bad_enum)
 {
-    expect_error("{\"schedule\": \"fast\"}", ":1:14: schedule: \"fast\" is not one of reuseport, shared");
-    expect_error("{\"schedule\": 1}", ":1:14: schedule: 1 is not one of reuseport, shared");
+    expect_error("{\"schedule\": \"fast\"}", ":1:14: schedule: \"fast\" is not one of reuseport, shared, round_robin, least_loaded");
+    expect_error("{\"schedule\": 1}", ":1:14: schedule: 1 is not one of reuseport, shared, round_robin, least_loaded");
 }
 
 Test(config, host)
@@ -605,7 +605,7 @@ Test(config, override_errors)
     expect_override_error("=3", "command line: \"=3\" is not of the form key=value");
     expect_override_error("server=1", "command line: server: a section, not a key; "
                                       "set one of server.host, server.port, server.backlog");
-    expect_override_error("schedule=fast", "command line: schedule: \"fast\" is not one of reuseport, shared");
+    expect_override_error("schedule=fast", "command line: schedule: \"fast\" is not one of reuseport, shared, round_robin, least_loaded");
     expect_override_error("timeouts.header=2h", "command line: timeouts.header: 2h is out of range 1ms..1h");
     expect_override_error("limits.max_body=lots",
                           "command line: limits.max_body: \"lots\" is not a size "
@@ -815,7 +815,7 @@ Test(config, describe_has_a_row_per_key)
             pipes += *p == '|';
         cr_assert_eq(pipes, 8, "%s", line);
     }
-    cr_assert_eq(rows, 2 + 19);
+    cr_assert_eq(rows, 2 + cfg_key_count());
     free(text);
     text = describe();
     cr_assert_not_null(strstr(text, "| `server.port` | integer | `3000` | 1..65535 | no | `PORT` |"), "%s", text);

@@ -86,6 +86,7 @@ struct http_server {
     uv_timer_t sweep;
     struct list_node lists[ST_COUNT];
     size_t nconns;
+    uint64_t internal_errors; /* 500 answers: faults of this worker's own */
     /* pools of free buffers and exchanges */
     char *rfree[POOL_MAX];
     struct obuf *ofree[POOL_MAX];
@@ -483,6 +484,8 @@ static void exchange_done(struct http_exchange *x)
     x->done = 1;
     metrics_add(srv->slot->requests, 1);
     count_status(srv, x->status);
+    if (x->status == 500)
+        srv->internal_errors++;
     metrics_add(srv->slot->inflight, (uint64_t)-1);
     if (x->zombie || !c) {
         exchange_put(srv, x);
@@ -1053,13 +1056,10 @@ static void conn_close(struct http_conn *c)
     uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* Takes one connection from a listener, or from the IPC pipe the master
+ * hands connections over (round_robin and least_loaded). */
+static void accept_from(struct http_server *srv, uv_stream_t *server)
 {
-    struct http_server *srv = server->data;
-    if (status < 0) {
-        /* EMFILE and the like: libuv already shed the pending connection */
-        return;
-    }
     struct http_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return;
@@ -1078,6 +1078,18 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     set_state(c, ST_HEAD);
     start_reading(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    /* status < 0: EMFILE and the like; libuv already shed the connection */
+    if (status == 0)
+        accept_from(server->data, server);
+}
+
+void http_server_adopt(struct http_server *srv, uv_stream_t *from)
+{
+    accept_from(srv, from);
 }
 
 /* --- timeouts ---------------------------------------------------------- */
@@ -1232,6 +1244,11 @@ void http_server_close(struct http_server *srv)
         uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
     }
     uv_close((uv_handle_t *)&srv->sweep, server_handle_closed);
+}
+
+uint64_t http_server_internal_errors(const struct http_server *srv)
+{
+    return srv->internal_errors;
 }
 
 size_t http_server_conns(const struct http_server *srv)

@@ -85,6 +85,10 @@ struct http_server *http_server_new(uv_loop_t *loop, const struct cfg *cfg, stru
  * server owns the fd from then on. */
 int http_server_listen_fd(struct http_server *srv, int fd);
 
+/* Accepts a connection waiting on `from` (an IPC pipe with a pending
+ * handle); it is served like one from the listener, also while draining. */
+void http_server_adopt(struct http_server *srv, uv_stream_t *from);
+
 /*
  * Graceful stop: stops accepting, closes idle connections, lets requests in
  * flight finish and answers each with Connection: close. `done` runs once
@@ -94,6 +98,10 @@ void http_server_drain(struct http_server *srv, http_drained_fn done, void *arg)
 
 /* Closes every handle; the server is freed in the last close callback. */
 void http_server_close(struct http_server *srv);
+
+/* How many 500 answers this server gave (a worker's own faults; 502-504
+ * name someone else's). */
+uint64_t http_server_internal_errors(const struct http_server *srv);
 
 /* Open connections right now. */
 size_t http_server_conns(const struct http_server *srv);

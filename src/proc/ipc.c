@@ -63,6 +63,8 @@ int ipc_send(uv_stream_t *s, enum ipc_type type, uint16_t worker, const void *pa
 {
     if (len > IPC_MAX_PAYLOAD)
         return -EMSGSIZE;
+    if (uv_stream_get_write_queue_size(s) > IPC_MAX_QUEUED)
+        return -ENOBUFS;
     struct ipc_write *w = malloc(sizeof(*w) + sizeof(struct ipc_header) + len);
     if (!w)
         return -ENOMEM;
@@ -75,4 +77,14 @@ int ipc_send(uv_stream_t *s, enum ipc_type type, uint16_t worker, const void *pa
     if (r < 0)
         free(w);
     return r;
+}
+
+int ipc_send_handle(uv_pipe_t *p, uv_stream_t *handle, uv_write_cb cb, uv_write_t *req)
+{
+    /* the same bytes for every connection: libuv may send them later */
+    static const struct ipc_header h = {.type = IPC_CONN};
+    if (uv_stream_get_write_queue_size((uv_stream_t *)p) > IPC_MAX_QUEUED)
+        return -ENOBUFS;
+    uv_buf_t b = uv_buf_init((char *)&h, sizeof(h));
+    return uv_write2(req, (uv_stream_t *)p, &b, 1, handle, cb);
 }

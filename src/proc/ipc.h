@@ -17,9 +17,17 @@
 #define IPC_MAX_PAYLOAD 65536
 
 enum ipc_type {
-    IPC_READY = 1,   /* worker -> master: listening and serving */
-    IPC_STOP = 2,    /* master -> worker: drain and exit */
+    IPC_READY = 1,     /* worker -> master: serving; payload: its version */
+    IPC_STOP = 2,      /* master -> worker: drain and exit */
+    IPC_RECYCLE = 3,   /* worker -> master: replace me; payload: why */
+    IPC_CONN = 4,      /* master -> worker: carries an accepted connection */
+    IPC_APP = 5,       /* worker -> master: an application message to broadcast */
+    IPC_BROADCAST = 6, /* master -> worker: an application message from a worker */
 };
+
+/* A master never queues more than this many bytes for one worker: messages
+ * to a worker that does not read are dropped, never waited for. */
+#define IPC_MAX_QUEUED (1 << 20)
 
 struct ipc_header {
     uint16_t type;
@@ -41,7 +49,11 @@ void ipc_reader_free(struct ipc_reader *r);
 /* Feeds bytes; returns 0, or -EPROTO for a malformed stream. */
 int ipc_reader_feed(struct ipc_reader *r, const char *data, size_t len);
 
-/* Queues a message on a stream; the bytes are copied. Returns 0 or -errno. */
+/* Queues a message on a stream; the bytes are copied. Returns 0, -ENOBUFS
+ * when more than IPC_MAX_QUEUED bytes already wait, or another -errno. */
 int ipc_send(uv_stream_t *s, enum ipc_type type, uint16_t worker, const void *payload, uint32_t len);
+
+/* Sends a connection handle along with an IPC_CONN message. */
+int ipc_send_handle(uv_pipe_t *p, uv_stream_t *handle, uv_write_cb cb, uv_write_t *req);
 
 #endif

@@ -74,6 +74,8 @@ static const char *check_user(const char *in, const char **out);
 static const char *check_group(const char *in, const char **out);
 static const char *check_file_path(const char *in, const char **out);
 
+static const char *check_log_target(const char *in, const char **out);
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}; /* enum log_level order */
 static const char *const schedules[] = {"reuseport", "shared", "round_robin", "least_loaded",
                                           NULL}; /* enum cfg_schedule order */
 static const char *const handlers[] = {"static", "hello", "health", NULL};
@@ -153,6 +155,23 @@ static const struct key keys[] = {
     {.name = "timeouts.send", .type = T_DURATION, .store = S_I64, .off = TOP(timeouts.send_ms),
      .min = MS, .max = HOUR, .def = "30s", .flags = F_RELOAD,
      .desc = "Longest pause while the client does not read the response."},
+    {.name = "log.access", .type = T_STRING, .store = S_STR, .off = TOP(log.access), .check = check_log_target,
+     .def = "off", .flags = F_RELOAD, .env = "LOG_ACCESS", .bounds = "off, stderr, or a file path",
+     .desc = "Access log: one JSON line per request, buffered per worker; a file is appended to and reopened on SIGUSR1."},
+    {.name = "log.error", .type = T_STRING, .store = S_STR, .off = TOP(log.error), .check = check_log_target,
+     .def = "stderr", .bounds = "stderr, or a file path",
+     .desc = "Error log: JSON lines of every process; a file is appended to and reopened on SIGUSR1."},
+    {.name = "log.level", .type = T_ENUM, .store = S_INT, .off = TOP(log.level), .values = log_levels,
+     .def = "info", .flags = F_RELOAD, .desc = "Least severe level written to the error log."},
+    {.name = "log.stats_interval", .type = T_DURATION, .store = S_I64, .off = TOP(log.stats_interval_ms),
+     .min = 0, .max = 24 * HOUR, .def = "60s",
+     .desc = "How often the master logs a summary of the cluster (requests, errors, latency, RSS); 0s: never."},
+    {.name = "admin.host", .type = T_STRING, .store = S_STR, .off = TOP(admin.host), .check = check_host,
+     .def = "127.0.0.1", .bounds = "IPv4 or IPv6 literal, or localhost",
+     .desc = "Address of the admin listener."},
+    {.name = "admin.port", .type = T_INT, .store = S_INT, .off = TOP(admin.port), .min = 0, .max = 65535,
+     .def = "0",
+     .desc = "A separate listener for /metrics, /stats and /status (which then leave the main one); 0: none."},
     {.name = "routes", .type = T_ROUTES, .store = S_ROUTES, .def = "[]", .flags = F_RELOAD,
      .bounds = "array of route objects", .desc = "Routes served by built-in handlers."},
     {.name = ROUTE_PREFIX "path", .type = T_STRING, .store = S_STR, .off = ROUTE(path),
@@ -265,6 +284,18 @@ static const char *check_path(const char *p, const char **out)
         if (++params > 4)
             return "has more than 4 :name segments";
     }
+    return NULL;
+}
+
+/* "off", "stderr" or a path: anything printable and not empty. */
+static const char *check_log_target(const char *in, const char **out)
+{
+    (void)out;
+    if (!*in)
+        return "must not be empty (use \"off\", \"stderr\" or a file path)";
+    for (const char *p = in; *p; p++)
+        if ((unsigned char)*p < ' ' || *p == 0x7f)
+            return "must not hold control characters";
     return NULL;
 }
 

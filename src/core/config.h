@@ -77,6 +77,18 @@ struct cfg {
         int64_t send_ms;      /* longest pause while the client does not read */
     } timeouts;
 
+    struct {
+        char *access;              /* log.access: "off", "stderr" or a file path */
+        char *error;               /* log.error: "stderr" or a file path */
+        int level;                 /* log.level: enum log_level (debug, info, warn, error) */
+        int64_t stats_interval_ms; /* master's summary line; 0: none */
+    } log;
+
+    struct {
+        char *host; /* admin.host */
+        int port;   /* admin.port: 0 serves /metrics, /stats, /status on the main listener */
+    } admin;
+
     struct cfg_route *routes;
     size_t nroutes;
 };

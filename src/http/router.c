@@ -89,7 +89,8 @@ int router_add(struct router *r, uint32_t methods, const char *pattern, http_han
     if (methods & HTTP_M(HTTP_GET))
         methods |= HTTP_M(HTTP_HEAD);
     struct route nr = {.pattern = strdup(pattern), .pattern_len = n, .methods = methods,
-                       .handler = fn, .data = data, .kind = (uint8_t)kind, .nparams = nparams};
+                       .handler = fn, .data = data, .index = (uint16_t)r->n, .kind = (uint8_t)kind,
+                       .nparams = nparams};
     if (!nr.pattern)
         return -ENOMEM;
     nr.name = nr.pattern;
@@ -98,6 +99,14 @@ int router_add(struct router *r, uint32_t methods, const char *pattern, http_han
     r->routes[at] = nr;
     r->n++;
     return 0;
+}
+
+const struct route *router_at(const struct router *r, size_t index)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->routes[i].index == index)
+            return &r->routes[i];
+    return NULL;
 }
 
 /* Matches a parameterised pattern segment by segment, filling params. */

@@ -38,6 +38,7 @@ struct route {
     http_handler_fn handler;
     void *data;
     const char *name;       /* label for counters: the pattern */
+    uint16_t index;         /* add order: 0 for the first route added (counter slots) */
     uint8_t kind;           /* exact, param, prefix */
     uint8_t nparams;
 };
@@ -66,6 +67,9 @@ int router_add(struct router *r, uint32_t methods, const char *pattern, http_han
 /* Fills *m for the request's method and path; never fails. */
 void router_match(const struct router *r, enum http_method method, const char *path, size_t path_len,
                   struct route_match *m);
+
+/* The route added index-th (struct route.index), NULL past the last. */
+const struct route *router_at(const struct router *r, size_t index);
 
 /* Writes "GET, HEAD, POST" for a mask into buf; returns the length. */
 size_t router_allow_string(uint32_t mask, char *buf, size_t len);

@@ -19,6 +19,7 @@
  */
 #include "http/server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -30,6 +31,8 @@
 
 #include "core/list.h"
 #include "core/metrics.h"
+#include "http/accesslog.h"
+#include "http/reqid.h"
 
 #define RBUF_SIZE 8192
 #define OBUF_SIZE 8192
@@ -68,6 +71,8 @@ struct http_conn {
     struct obuf *out, *inflight;
     struct file_send *file;
     uint8_t state;
+    uint8_t peer_family;     /* 0: not looked up; AF_INET, AF_INET6; 0xff: unknown */
+    uint8_t peer[16];        /* the client's address, for the access log */
     unsigned reading : 1;
     unsigned closing : 1;    /* close once the output is written */
     unsigned closed : 1;     /* handle closing */
@@ -266,6 +271,8 @@ static void out_append(struct http_conn *c, const void *p, size_t n)
     }
     memcpy(dst, p, n);
     c->out->len += n;
+    if (c->x)
+        c->x->bytes_out += n;
 }
 
 #define OUT_LIT(c, s) out_append((c), (s), sizeof(s) - 1)
@@ -288,12 +295,6 @@ static void out_u64(struct http_conn *c, uint64_t v)
 
 /* --- responses --------------------------------------------------------- */
 
-static void count_status(struct http_server *srv, int status)
-{
-    int cls = status / 100;
-    metrics_add(srv->slot->status[(cls >= 1 && cls <= 5) ? cls : 0], 1);
-}
-
 void http_begin(struct http_exchange *x, int status)
 {
     struct http_conn *c = x->conn;
@@ -311,6 +312,10 @@ void http_begin(struct http_exchange *x, int status)
     out_str(c, http_status_text(status));
     OUT_LIT(c, "\r\nServer: cohort\r\nDate: ");
     out_append(c, srv->date, 29);
+    size_t idlen;
+    const char *id = http_request_id(x, &idlen);
+    OUT_LIT(c, "\r\nX-Request-Id: ");
+    out_append(c, id, idlen);
     OUT_LIT(c, "\r\n");
 }
 
@@ -471,6 +476,50 @@ const char *http_req_header(const struct http_exchange *x, const char *name, siz
     return x->req.headers[i].value;
 }
 
+/* --- request ids and addresses ---------------------------------------- */
+
+const char *http_request_id(struct http_exchange *x, size_t *len)
+{
+    if (!x->request_id_len) {
+        size_t n = 0;
+        const char *v = x->head_len ? http_req_header(x, "X-Request-Id", &n) : NULL;
+        if (v && reqid_valid(v, n)) {
+            memcpy(x->request_id, v, n);
+            x->request_id_len = (uint8_t)n;
+        } else {
+            reqid_next(x->request_id);
+            x->request_id_len = REQID_GEN_LEN;
+        }
+        x->request_id[x->request_id_len] = '\0';
+    }
+    *len = x->request_id_len;
+    return x->request_id;
+}
+
+size_t http_peer_addr(struct http_exchange *x, char *buf, size_t len)
+{
+    struct http_conn *c = x->conn;
+    if (!c || len < INET6_ADDRSTRLEN)
+        return 0;
+    if (!c->peer_family) {
+        struct sockaddr_storage ss;
+        int n = sizeof(ss);
+        c->peer_family = 0xff;
+        if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n) == 0) {
+            if (ss.ss_family == AF_INET) {
+                memcpy(c->peer, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+                c->peer_family = AF_INET;
+            } else if (ss.ss_family == AF_INET6) {
+                memcpy(c->peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+                c->peer_family = AF_INET6;
+            }
+        }
+    }
+    if (c->peer_family == 0xff || !inet_ntop(c->peer_family, c->peer, buf, (socklen_t)len))
+        return 0;
+    return strlen(buf);
+}
+
 /* --- the request cycle ------------------------------------------------- */
 
 enum stop { STOP_INPUT, STOP_BUSY, STOP_OUTPUT, STOP_CLOSING };
@@ -482,8 +531,11 @@ static void exchange_done(struct http_exchange *x)
     if (x->done)
         return;
     x->done = 1;
-    metrics_add(srv->slot->requests, 1);
-    count_status(srv, x->status);
+    /* counters and the access log: observability (app/stats.c, http/accesslog.c) */
+    uint64_t us = x->start_ns ? (uv_hrtime() - x->start_ns) / 1000 : 0;
+    metrics_request(srv->slot, x->match.route ? x->match.route->index + 1u : METRICS_ROUTE_NONE, x->status, us);
+    if (accesslog_enabled && !x->zombie)
+        accesslog_write(x, x->status, us);
     if (x->status == 500)
         srv->internal_errors++;
     metrics_add(srv->slot->inflight, (uint64_t)-1);
@@ -1044,6 +1096,8 @@ static void conn_close(struct http_conn *c)
     if (c->x) {
         struct http_exchange *x = c->x;
         c->x = NULL;
+        if (accesslog_enabled) /* now, while the request's bytes are there */
+            accesslog_write(x, 499, x->start_ns ? (uv_hrtime() - x->start_ns) / 1000 : 0);
         x->zombie = 1;
         x->conn = NULL;
         if (x->on_abort)

@@ -47,6 +47,10 @@ struct http_exchange {
     void *handler_data;      /* free for the handler */
     void (*on_abort)(struct http_exchange *x);
     int status;              /* status of the response being written */
+    uint64_t bytes_out;      /* response bytes (head and body) written for it */
+    const char *upstream;    /* the proxy sets it: "host:port" that answered (access log) */
+    char request_id[64 + 1]; /* see http_request_id(); NUL-terminated */
+    uint8_t request_id_len;  /* 0 until first asked for */
     unsigned head_only : 1;  /* HEAD: write no body */
     unsigned started : 1;    /* status line written */
     unsigned chunking : 1;   /* response uses chunked coding */
@@ -132,6 +136,18 @@ void http_end_chunks(struct http_exchange *x);
  */
 void http_finish_file(struct http_exchange *x, const char *content_type, int fd, uint64_t offset,
                       uint64_t len);
+
+/*
+ * The request's id: its X-Request-Id when that is a sane token (see
+ * http/reqid.h), otherwise one generated for it; the same on every call.
+ * Echoed as X-Request-Id in the response, written in the access log; a
+ * proxy passes it upstream. Valid while the exchange is.
+ */
+const char *http_request_id(struct http_exchange *x, size_t *len);
+
+/* The client's address as text ("192.0.2.7", "2001:db8::7"): its length,
+ * 0 when unknown. Looked up once per connection. */
+size_t http_peer_addr(struct http_exchange *x, char *buf, size_t len);
 
 /* Header value of the request, NULL if absent. */
 const char *http_req_header(const struct http_exchange *x, const char *name, size_t *len);

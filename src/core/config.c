@@ -75,10 +75,15 @@ static const char *check_group(const char *in, const char **out);
 static const char *check_file_path(const char *in, const char **out);
 
 static const char *check_log_target(const char *in, const char **out);
+static const char *check_redis_url(const char *in, const char **out);
+static const char *check_token(const char *in, const char **out);
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}; /* enum log_level order */
 static const char *const schedules[] = {"reuseport", "shared", "round_robin", "least_loaded",
                                           NULL}; /* enum cfg_schedule order */
-static const char *const handlers[] = {"static", "hello", "health", NULL};
+static const char *const handlers[] = {"static", "hello", "health",
+                                        /* the shop's (src/app/shop.c) */
+                                        "products", "product", "product_update", "cart_add", "cart",
+                                        "cart_remove", "ready", NULL};
 
 static const struct key keys[] = {
     {.name = "server.host", .type = T_STRING, .store = S_STR, .off = TOP(host), .check = check_host,
@@ -172,6 +177,23 @@ static const struct key keys[] = {
     {.name = "admin.port", .type = T_INT, .store = S_INT, .off = TOP(admin.port), .min = 0, .max = 65535,
      .def = "0",
      .desc = "A separate listener for /metrics, /stats and /status (which then leave the main one); 0: none."},
+    {.name = "store.path", .type = T_STRING, .store = S_STR, .off = TOP(store.path), .check = check_root,
+     .def = "data/shop.db", .flags = F_RELOAD, .bounds = "a file path",
+     .desc = "SQLite catalog (and carts and counters without Redis); relative to the working directory, "
+             "folders created as needed."},
+    {.name = "redis.url", .type = T_STRING, .store = S_STR, .off = TOP(redis.url), .check = check_redis_url,
+     .flags = F_RELOAD, .env = "REDIS_URL", .bounds = "redis://[:password@]host[:port][/db], or empty",
+     .desc = "Redis for the cache, carts and request counters; none: SQLite and a per-worker cache."},
+    {.name = "redis.command_timeout", .type = T_DURATION, .store = S_I64, .off = TOP(redis.command_timeout_ms),
+     .min = MS, .max = 60 * SEC, .def = "1s", .flags = F_RELOAD,
+     .desc = "A Redis reply later than this counts as an outage: the connection is dropped and made again."},
+    {.name = "cache.local_size", .type = T_SIZE, .store = S_I64, .off = TOP(cache.local_size), .min = 0,
+     .max = GIB, .def = "16M", .flags = F_RELOAD,
+     .desc = "Bytes of each worker's in-process cache: the cache without Redis, a near cache in front of it "
+             "with Redis; 0 turns it off."},
+    {.name = "admin_token", .type = T_STRING, .store = S_STR, .off = TOP(admin_token), .check = check_token,
+     .flags = F_RELOAD, .bounds = "printable, no spaces",
+     .desc = "When set, PUT /api/products/:id needs `Authorization: Bearer <token>`."},
     {.name = "routes", .type = T_ROUTES, .store = S_ROUTES, .def = "[]", .flags = F_RELOAD,
      .bounds = "array of route objects", .desc = "Routes served by built-in handlers."},
     {.name = ROUTE_PREFIX "path", .type = T_STRING, .store = S_STR, .off = ROUTE(path),
@@ -180,10 +202,15 @@ static const struct key keys[] = {
      .desc = "Path the route matches: exact, a prefix ending in `/*`, or with `:name` parameters."},
     {.name = ROUTE_PREFIX "handler", .type = T_ENUM, .store = S_STR, .off = ROUTE(handler),
      .values = handlers, .flags = F_RELOAD | F_REQUIRED,
-     .desc = "What answers: files from root, a hello page, or the health check."},
+     .desc = "What answers: files from root, a hello page, the health check, or a shop endpoint "
+             "(docs/shop.md)."},
     {.name = ROUTE_PREFIX "root", .type = T_STRING, .store = S_STR, .off = ROUTE(root),
      .check = check_root, .flags = F_RELOAD,
      .bounds = "required for static, not allowed otherwise", .desc = "Folder the static handler serves."},
+    {.name = ROUTE_PREFIX "cache.ttl", .type = T_DURATION, .store = S_I64, .off = ROUTE(cache_ttl_ms),
+     .min = 0, .max = 24 * HOUR, .flags = F_RELOAD,
+     .desc = "Response cache: GET answers (200, no Set-Cookie, no `Cache-Control: no-store`) are kept this "
+             "long, keyed by method, path and query; written `\"cache\": {\"ttl\": 60}`."},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -230,6 +257,30 @@ static const char *check_group(const char *in, const char **out)
 {
     *out = in;
     return getgrnam(in) ? NULL : "is not a group on this system";
+}
+
+/* The form only; cache/redis.c parses it. An empty URL means no Redis. */
+static const char *check_redis_url(const char *in, const char **out)
+{
+    *out = in;
+    if (!*in)
+        return NULL;
+    if (strncmp(in, "redis://", 8) != 0)
+        return "is not a redis:// URL (use e.g. \"redis://127.0.0.1:6379\")";
+    const char *host = strrchr(in + 8, '@');
+    host = host ? host + 1 : in + 8;
+    return *host && *host != '/' && *host != ':' ? NULL : "names no host";
+}
+
+static const char *check_token(const char *in, const char **out)
+{
+    *out = in;
+    if (!*in)
+        return "must not be empty";
+    for (const char *p = in; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return "must be printable, without spaces";
+    return NULL;
 }
 
 static const char *check_file_path(const char *in, const char **out)
@@ -710,6 +761,57 @@ static int check_route(const struct ctx *x, const char *path, const struct cfg_r
     return 0;
 }
 
+/* "cache" is a section of route keys: "cache.ttl" is written nested. */
+static bool is_route_section(const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < NKEYS; i++) {
+        const char *k = keys[i].name + strlen(ROUTE_PREFIX);
+        if (is_route_key(&keys[i]) && strncmp(k, name, n) == 0 && k[n] == '.')
+            return true;
+    }
+    return false;
+}
+
+/* A member named "cache.ttl" literally: keys are written nested. */
+static int dotted_member(const struct ctx *x, const char *elem, const char *p, const char *rel)
+{
+    const char *dot = strrchr(rel, '.');
+    if (find_route_key(rel))
+        return report(x, p, true, "unknown key (write it nested, as \"%.*s\": {\"%s\": ...})",
+                      (int)(dot - rel), rel, dot + 1);
+    return unknown_key(x, p, elem);
+}
+
+/* One member of a route (`rel` is its name within the route, "cache.ttl"
+ * for a nested one); `elem` is "routes[3]", `p` the member's whole path.
+ * A literal dotted member name never reaches here: it must be nested. */
+static int set_route_member(struct ctx *x, const char *elem, const char *p, const char *rel, json_t *val,
+                            struct cfg_route *r)
+{
+    const struct key *k = find_route_key(rel);
+    const char *name;
+    json_t *sub;
+    int rc = 0;
+
+    if (k)
+        return set_key(x, k, p, val, r);
+    if (!is_route_section(rel))
+        return unknown_key(x, p, elem);
+    if (!json_is_object(val))
+        return bad_type(x, p, val, "an object");
+    json_object_foreach(val, name, sub) {
+        char *cp = join(p, name), *crel = cp ? join(rel, name) : NULL;
+        rc = !crel ? no_memory(x) : strchr(name, '.') ? dotted_member(x, elem, cp, crel)
+                                                    : set_route_member(x, elem, cp, crel, sub, r);
+        free(cp);
+        free(crel);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int set_route(struct ctx *x, size_t i, json_t *v, struct cfg_route *r)
 {
     char path[48];
@@ -720,9 +822,9 @@ static int set_route(struct ctx *x, size_t i, json_t *v, struct cfg_route *r)
     if (!json_is_object(v))
         return bad_type(x, path, v, "a route object");
     json_object_foreach(v, name, val) {
-        const struct key *k = find_route_key(name);
         char *p = join(path, name);
-        int rc = !p ? no_memory(x) : k ? set_key(x, k, p, val, r) : unknown_key(x, p, path);
+        int rc = !p ? no_memory(x) : strchr(name, '.') ? dotted_member(x, path, p, name)
+                                                         : set_route_member(x, path, p, name, val, r);
         free(p);
         if (rc)
             return rc;
@@ -844,7 +946,8 @@ static size_t suggest(const char *name, bool in_route, const char **best)
 static int unknown_key(const struct ctx *x, const char *path, const char *elem)
 {
     const char *name = elem ? path + strlen(elem) + 1 : path, *best = NULL;
-    size_t len = suggest(name, elem != NULL, &best);
+    /* "routes[].path" names no top-level key, however close its last part */
+    size_t len = strchr(name, '[') ? 0 : suggest(name, elem != NULL, &best);
 
     if (!len)
         return report(x, path, true, "unknown key");
@@ -1490,15 +1593,17 @@ static int key_value(const struct key *k, const void *base, json_t **out)
     return *out ? 0 : -ENOMEM;
 }
 
+static int put_key(json_t *root, const struct key *k, const char *name, const void *base);
+
+/* A numeric route key at 0 is unset (cache.ttl) and left out. */
 static json_t *route_value(const struct cfg_route *r)
 {
-    json_t *o = json_object(), *v;
+    json_t *o = json_object();
 
     for (size_t i = 0; o && i < NKEYS; i++) {
-        if (!is_route_key(&keys[i]))
+        if (!is_route_key(&keys[i]) || (keys[i].store == S_I64 && load_num(&keys[i], r) == 0))
             continue;
-        if (key_value(&keys[i], r, &v) ||
-            (v && json_object_set_new(o, keys[i].name + strlen(ROUTE_PREFIX), v))) {
+        if (put_key(o, &keys[i], keys[i].name + strlen(ROUTE_PREFIX), r)) {
             json_decref(o);
             return NULL;
         }
@@ -1520,9 +1625,9 @@ static json_t *routes_value(const struct cfg *c)
 }
 
 /* Puts a key at its place in the tree: "server.port" under "server". */
-static int put_key(json_t *root, const struct key *k, const struct cfg *c)
+static int put_key(json_t *root, const struct key *k, const char *name, const void *base)
 {
-    const char *name = k->name, *dot;
+    const char *dot;
     json_t *obj = root, *v;
 
     while ((dot = strchr(name, '.'))) {
@@ -1533,7 +1638,7 @@ static int put_key(json_t *root, const struct key *k, const struct cfg *c)
         obj = sub;
         name = dot + 1;
     }
-    if (key_value(k, c, &v))
+    if (key_value(k, base, &v))
         return -ENOMEM;
     return v && json_object_set_new(obj, name, v) ? -ENOMEM : 0;
 }
@@ -1548,7 +1653,7 @@ char *cfg_to_json(const struct cfg *c)
         rc = json_object_set_new(root, "env", json_string(c->env)) ? -ENOMEM : 0;
     for (size_t i = 0; i < NKEYS && !rc; i++)
         if (!is_route_key(&keys[i]))
-            rc = put_key(root, &keys[i], c);
+            rc = put_key(root, &keys[i], keys[i].name, c);
     if (!rc)
         s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);

@@ -38,6 +38,7 @@ struct cfg_route {
     char *path;    /* "/health", "/api/products/:id", or a prefix ending in a star */
     char *handler; /* "static", "hello", "health" */
     char *root;    /* static: the folder served; NULL otherwise */
+    int64_t cache_ttl_ms; /* cache.ttl: response cache lifetime; 0 = not cached */
 };
 
 struct cfg {
@@ -88,6 +89,19 @@ struct cfg {
         char *host; /* admin.host */
         int port;   /* admin.port: 0 serves /metrics, /stats, /status on the main listener */
     } admin;
+
+    /* the shop's data (src/store, src/cache, src/app/shop.c) */
+    struct {
+        char *path;                /* store.path: SQLite catalog, relative to the working directory */
+    } store;
+    struct {
+        char *url;                 /* redis.url; NULL or "": no Redis (SQLite and a local cache) */
+        int64_t command_timeout_ms;
+    } redis;
+    struct {
+        int64_t local_size;        /* cache.local_size: bytes of the per-worker cache; 0: none */
+    } cache;
+    char *admin_token;             /* NULL: PUT /api/products/:id needs no token */
 
     struct cfg_route *routes;
     size_t nroutes;

@@ -512,7 +512,8 @@ Test(config, route_errors)
     expect_error("{\"routes\": [{\"path\": \"/s/*\", \"handler\": \"static\", \"root\": \"\"}]}",
                  ":1:59: routes[0].root: \"\" must not be empty");
     expect_error("{\"routes\": [{\"path\": \"/\", \"handler\": \"php\"}]}",
-                 ":1:38: routes[0].handler: \"php\" is not one of static, hello, health");
+                 ":1:38: routes[0].handler: \"php\" is not one of static, hello, health, products, product, "
+                 "product_update, cart_add, cart, cart_remove, ready");
     expect_error("{\"routes\": [{\"path\": 1, \"handler\": \"hello\"}]}", ":1:22: routes[0].path: 1 is not a string");
 }
 
@@ -820,7 +821,7 @@ Test(config, describe_has_a_row_per_key)
     text = describe();
     cr_assert_not_null(strstr(text, "| `server.port` | integer | `3000` | 1..65535 | no | `PORT` |"), "%s", text);
     cr_assert_not_null(strstr(text, "| `limits.max_uri` | size | `8K` | 64..1M | yes |  |"), "%s", text);
-    cr_assert_not_null(strstr(text, "| `routes[].handler` | enum | required | static, hello, health | yes |"));
+    cr_assert_not_null(strstr(text, "| `routes[].handler` | enum | required | static, hello, health, products,"));
     free(text);
 }
 

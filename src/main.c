@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "proc/control.h"
 #include "proc/master.h"
 #include "proc/worker.h"
 
@@ -27,6 +28,10 @@ static const char usage_main[] =
     "commands:\n"
     "  serve          run the application server (a master and its workers) in the foreground\n"
     "  check-config   validate the configuration and print the effective config\n"
+    "  status         show the running master's workers (like pm2 ls); --json for scripts\n"
+    "  reload         re-read the config and replace workers one at a time, without\n"
+    "                 dropping a request; waits and reports the outcome\n"
+    "  stop           stop the running master gracefully and wait until it is gone\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (also: cohort <command> --help)\n"
@@ -147,7 +152,30 @@ static int cmd_serve(int argc, char **argv)
         cfg_free(&cfg);
         return 1;
     }
-    r = master_run(&cfg, exe);
+    return master_run(&cfg, &o.src, exe);
+}
+
+/* status, reload, stop: the master is found through the control socket the
+ * same config (files, environment, flags) names. */
+static int cmd_control(int argc, char **argv, const char *cmd)
+{
+    struct opts o;
+    struct cfg cfg;
+    int json = 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+            memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(*argv));
+            argc--;
+            break;
+        }
+    int r = parse_opts(argc, argv, cmd, "Talks to the running master over its control socket (control.socket).\n"
+                       "status prints the workers (--json: as JSON); reload replaces them with the\n"
+                       "config and binary on disk; stop stops gracefully. Exit: 0 done, 1 failed,\n"
+                       "3 no master running.", &o);
+    if (r >= 0 || (r = load_config(&o, &cfg)))
+        return r;
+    r = control_command(cmd, &cfg, json);
     cfg_free(&cfg);
     return r;
 }
@@ -192,6 +220,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return cmd_check_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "stop") == 0)
+        return cmd_control(argc - 1, argv + 1, cmd);
     if (strcmp(cmd, "__worker") == 0)
         return cmd_worker(argc, argv);
     if (cmd[0] == '-')

@@ -1,14 +1,22 @@
 /*
- * The master. Signal handlers (libuv signal watchers) only set the course;
- * all work happens in the loop's callbacks. Each worker slot keeps its
- * restart history; a process's handles (uv_process_t and its IPC pipe) live
- * in a struct wproc freed when both are closed.
+ * The master. Signal watchers only set the course; all work happens in the
+ * loop's callbacks.
+ *
+ * A slot is a place for one serving worker (ids 0..workers-1). A slot's
+ * `cur` process serves; during a reload or a recycle a `repl` process
+ * starts beside it, and once it reports ready it becomes `cur` and the old
+ * one drains. Every live process, whatever its state, is on `m->procs`.
+ *
+ * Process states: STARTING (spawned, not yet ready), READY (serving),
+ * DRAINING (told to stop; finishing what it has).
  */
 #include "proc/master.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <jansson.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,41 +24,81 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "proc/control.h"
 #include "proc/ipc.h"
+#include "proc/notify.h"
 #include "proc/worker.h"
+
+#ifndef COHORT_VERSION
+#define COHORT_VERSION "0.0.0"
+#endif
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
+#define MAX_PROCS_PER_SLOT 2 /* a serving worker and its replacement */
+
+enum pstate { P_STARTING, P_READY, P_DRAINING };
 
 struct master;
+struct wslot;
 
 struct wproc {
     uv_process_t proc;
     uv_pipe_t ipc;
     struct ipc_reader reader;
+    struct master *m;
     struct wslot *slot;
-    int handles;       /* open handles; freed at 0 */
-    int mslot;         /* metrics slot index */
-    uint64_t started;  /* loop ms */
-    int ready;
+    struct wproc *next;     /* m->procs */
+    enum pstate state;
+    int handles;            /* open libuv handles; freed at 0 */
+    int mslot;              /* counters slot */
+    int pid;
+    uint64_t started;       /* loop ms */
+    char version[32];
 };
 
 struct wslot {
     int id;
     struct master *m;
-    struct wproc *cur;
-    uv_timer_t restart;
+    struct wproc *cur, *repl;
+    uv_timer_t restart, ready_timer;
     int backoff_ms;
     int restarts;
+    uint64_t next_try;      /* loop ms of a pending restart, 0 if none */
+    char last_exit[96];
+    const char *repl_why;   /* "reload" or a recycle reason */
+};
+
+struct ctl_client {
+    uv_pipe_t pipe;
+    struct master *m;
+    struct ctl_client *next_waiter;
+    char buf[512];
+    size_t len;
+    int answered;
+};
+
+struct reload {
+    int active, queued;
+    struct cfg next;
+    int next_fd;            /* config memfd of the new config */
+    int index;              /* slot being replaced */
+    int replaced;
+    uint64_t failed_before; /* 5xx answers when the reload began */
+    char kept[320];         /* non-reloadable keys left as they were */
+    struct ctl_client *waiters, *queued_waiters;
 };
 
 struct master {
-    const struct cfg *cfg;
+    struct cfg cfg;
+    const struct cfg_sources *src;
     const char *exe;
     uv_loop_t *loop;
     int *listen_fds;
@@ -58,15 +106,40 @@ struct master {
     int metrics_fd, config_fd;
     struct metrics_shm *shm;
     uint32_t nmslots;
-    struct wslot *slots;
-    int nworkers, running, announced;
+    struct wslot slots[CFG_MAX_WORKERS];
+    int nslots;             /* slots in use: cfg.workers */
+    struct wproc *procs;
+    int nprocs;
     uv_signal_t sigs[4];
     uv_timer_t kill_timer;
-    int stopping;
+    uv_tcp_t acceptor;      /* round_robin / least_loaded */
+    int accepting;
+    int rr_next;
+    uv_pipe_t ctl;
+    char ctl_path[256], pid_path[256];
+    int ctl_open;
+    struct reload rl;
+    int stopping, announced;
+    uint64_t started_ms;
     int exit_code;
 };
 
-static void spawn(struct wslot *s);
+static void spawn(struct wslot *s, int replacement);
+static void reload_step(struct master *m);
+static void reload_finish(struct master *m, int ok, const char *msg);
+static void begin_stop(struct master *m, const char *why);
+static void reload_begin(struct master *m);
+
+static int master_routes_connections(const struct cfg *c)
+{
+    return c->schedule == CFG_SCHED_ROUND_ROBIN || c->schedule == CFG_SCHED_LEAST_LOADED;
+}
+
+static const char *schedule_name(enum cfg_schedule s)
+{
+    static const char *const names[] = {"reuseport", "shared", "round_robin", "least_loaded"};
+    return names[s];
+}
 
 /* --- listeners --------------------------------------------------------- */
 
@@ -78,11 +151,11 @@ static int bind_one(const struct cfg *cfg, int reuseport, char *err, size_t errl
                             : uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&ss);
     int fd = r < 0 ? -1 : socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    if (fd < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
         (fam == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-        bind(fd, (struct sockaddr *)&ss, fam == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in)) < 0 ||
+        bind(fd, (struct sockaddr *)&ss,
+             fam == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in)) < 0 ||
         listen(fd, cfg->backlog) < 0) {
         int e = r < 0 ? -r : errno;
         snprintf(err, errlen, "cannot listen on %s%s%s:%d: %s", fam == AF_INET6 ? "[" : "", cfg->host,
@@ -94,20 +167,25 @@ static int bind_one(const struct cfg *cfg, int reuseport, char *err, size_t errl
     return fd;
 }
 
-/* reuseport: a socket per worker, kept by the master across restarts so
- * connections queued on it survive its worker; shared: one socket. */
-static int bind_listeners(struct master *m, char *err, size_t errlen)
+/* reuseport: one socket per slot, kept by the master across restarts and
+ * reloads of that slot's worker, so connections queued on it wait for the
+ * next worker instead of being reset; otherwise one socket. */
+static int bind_listeners(struct master *m, int want, char *err, size_t errlen)
 {
-    int reuse = m->cfg->schedule == CFG_SCHED_REUSEPORT;
-    m->nlisten = reuse ? m->nworkers : 1;
-    m->listen_fds = calloc((size_t)m->nlisten, sizeof(int));
-    if (!m->listen_fds)
+    int reuse = m->cfg.schedule == CFG_SCHED_REUSEPORT;
+    if (!reuse)
+        want = 1;
+    if (want <= m->nlisten)
+        return 0;
+    int *fds = realloc(m->listen_fds, (size_t)want * sizeof(int));
+    if (!fds)
         return -ENOMEM;
-    for (int i = 0; i < m->nlisten; i++) {
-        int fd = bind_one(m->cfg, reuse, err, errlen);
+    m->listen_fds = fds;
+    for (; m->nlisten < want; m->nlisten++) {
+        int fd = bind_one(&m->cfg, reuse, err, errlen);
         if (fd < 0)
             return fd;
-        m->listen_fds[i] = fd;
+        m->listen_fds[m->nlisten] = fd;
     }
     return 0;
 }
@@ -119,6 +197,10 @@ static void close_listeners(struct master *m)
             close(m->listen_fds[i]);
             m->listen_fds[i] = -1;
         }
+    if (m->accepting) {
+        m->accepting = 0;
+        uv_close((uv_handle_t *)&m->acceptor, NULL);
+    }
 }
 
 static void raise_nofile(void)
@@ -150,19 +232,28 @@ static int config_memfd(const struct cfg *cfg)
     return fd;
 }
 
-/* --- worker processes -------------------------------------------------- */
+/* --- the process table ------------------------------------------------- */
 
 static int alloc_mslot(struct master *m)
 {
     for (uint32_t i = 0; i < m->nmslots; i++) {
-        int used = 0;
-        for (int k = 0; k < m->nworkers; k++)
-            if (m->slots[k].cur && m->slots[k].cur->mslot == (int)i)
-                used = 1;
-        if (!used && metrics_get(m->shm->slots[i].pid) == 0)
+        int used = metrics_get(m->shm->slots[i].pid) != 0;
+        for (struct wproc *p = m->procs; p && !used; p = p->next)
+            used = p->mslot == (int)i;
+        if (!used)
             return (int)i;
     }
     return -1;
+}
+
+static void unlink_proc(struct master *m, struct wproc *p)
+{
+    for (struct wproc **pp = &m->procs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            m->nprocs--;
+            return;
+        }
 }
 
 static void wproc_closed(uv_handle_t *h)
@@ -174,9 +265,27 @@ static void wproc_closed(uv_handle_t *h)
     }
 }
 
+static void close_proc_handles(struct wproc *p)
+{
+    if (!uv_is_closing((uv_handle_t *)&p->proc))
+        uv_close((uv_handle_t *)&p->proc, wproc_closed);
+    if (!uv_is_closing((uv_handle_t *)&p->ipc))
+        uv_close((uv_handle_t *)&p->ipc, wproc_closed);
+}
+
+static void drain_proc(struct wproc *p)
+{
+    if (p->state == P_DRAINING)
+        return;
+    p->state = P_DRAINING;
+    /* the channel first; a signal if the channel is stuck */
+    if (ipc_send((uv_stream_t *)&p->ipc, IPC_STOP, (uint16_t)p->slot->id, NULL, 0) < 0)
+        uv_process_kill(&p->proc, SIGTERM);
+}
+
 static void maybe_finish(struct master *m)
 {
-    if (m->stopping && m->running == 0) {
+    if (m->stopping && m->nprocs == 0) {
         log_info("all workers stopped; exiting");
         uv_stop(m->loop);
     }
@@ -185,11 +294,11 @@ static void maybe_finish(struct master *m)
 static void restart_cb(uv_timer_t *t)
 {
     struct wslot *s = t->data;
-    if (!s->m->stopping)
-        spawn(s);
+    s->next_try = 0;
+    if (!s->m->stopping && !s->cur && s->id < s->m->nslots)
+        spawn(s, 0);
 }
 
-/* What to say about how a worker ended. */
 static void describe_exit(char *buf, size_t len, int64_t status, int sig)
 {
     if (sig)
@@ -198,65 +307,195 @@ static void describe_exit(char *buf, size_t len, int64_t status, int sig)
         snprintf(buf, len, "exited with status %lld", (long long)status);
 }
 
-static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
+/* The serving worker of a slot died: start another, at once or after a
+ * doubling delay when it died young (a crash loop never spins the CPU). */
+static void replace_dead(struct wslot *s, uint64_t up, int pid, const char *how)
 {
-    struct wproc *p = proc->data;
-    struct wslot *s = p->slot;
     struct master *m = s->m;
-    char how[96];
-    describe_exit(how, sizeof(how), status, sig);
-    uint64_t up = uv_now(m->loop) - p->started;
-    metrics_fold(&m->shm->retired, &m->shm->slots[p->mslot]);
-    if (s->cur == p)
-        s->cur = NULL;
-    m->running--;
-    uv_close((uv_handle_t *)&p->proc, wproc_closed);
-    if (!uv_is_closing((uv_handle_t *)&p->ipc))
-        uv_close((uv_handle_t *)&p->ipc, wproc_closed);
-    if (m->stopping) {
-        log_info("worker %d (pid %d) %s", s->id, proc->pid, how);
-        maybe_finish(m);
-        return;
-    }
     s->restarts++;
-    if (up >= (uint64_t)m->cfg->min_uptime_ms) {
+    if (s->id >= m->nslots)
+        return;
+    if (up >= (uint64_t)m->cfg.min_uptime_ms) {
         s->backoff_ms = 0;
-        log_warn("worker %d (pid %d) %s after %.1f s; restarting", s->id, proc->pid, how, up / 1000.0);
-        spawn(s);
+        log_warn("worker %d (pid %d) %s after %.1f s; restarting", s->id, pid, how, up / 1000.0);
+        spawn(s, 0);
         return;
     }
     s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (s->backoff_ms > BACKOFF_MAX_MS)
         s->backoff_ms = BACKOFF_MAX_MS;
-    log_warn("worker %d (pid %d) %s %.1f s after start (crash loop?); restarting in %d ms", s->id, proc->pid,
-             how, up / 1000.0, s->backoff_ms);
+    log_warn("worker %d (pid %d) %s %.1f s after start (crash loop?); restarting in %d ms", s->id, pid, how,
+             up / 1000.0, s->backoff_ms);
+    s->next_try = uv_now(m->loop) + (uint64_t)s->backoff_ms;
     uv_timer_start(&s->restart, restart_cb, (uint64_t)s->backoff_ms, 0);
+}
+
+static void replacement_failed(struct wslot *s, const char *why);
+
+static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
+{
+    struct wproc *p = proc->data;
+    struct wslot *s = p->slot;
+    struct master *m = p->m;
+    char how[96];
+    describe_exit(how, sizeof(how), status, sig);
+    uint64_t up = uv_now(m->loop) - p->started;
+    metrics_fold(&m->shm->retired, &m->shm->slots[p->mslot]);
+    unlink_proc(m, p);
+    close_proc_handles(p);
+    if (p->state == P_DRAINING || m->stopping) {
+        log_info("worker %d (pid %d) %s%s", s->id, p->pid, p->state == P_DRAINING ? "drained and " : "", how);
+        if (!(status == 0 && sig == 0))
+            snprintf(s->last_exit, sizeof(s->last_exit), "%s", how);
+        if (s->cur == p)
+            s->cur = NULL;
+        maybe_finish(m);
+        return;
+    }
+    snprintf(s->last_exit, sizeof(s->last_exit), "%s", how);
+    if (s->repl == p) {
+        s->repl = NULL;
+        replacement_failed(s, how);
+        return;
+    }
+    if (s->cur == p) {
+        s->cur = NULL;
+        if (s->repl) {
+            /* its replacement was already starting: let it take over */
+            log_warn("worker %d (pid %d) %s while being replaced", s->id, p->pid, how);
+            return;
+        }
+        replace_dead(s, up, p->pid, how);
+    }
+}
+
+/* --- readiness, replacement and reload --------------------------------- */
+
+static int all_ready(struct master *m)
+{
+    for (int i = 0; i < m->nslots; i++)
+        if (!m->slots[i].cur || m->slots[i].cur->state != P_READY)
+            return 0;
+    return 1;
+}
+
+static void announce(struct master *m)
+{
+    if (m->announced || !all_ready(m))
+        return;
+    m->announced = 1;
+    const char *h6 = strchr(m->cfg.host, ':') ? "[" : "";
+    log_info("serving http://%s%s%s:%d/ with %d workers (schedule %s)", h6, m->cfg.host, *h6 ? "]" : "",
+             m->cfg.port, m->nslots, schedule_name(m->cfg.schedule));
+    notify_send("READY=1");
+}
+
+/* A replacement reported ready: it takes the slot, the old one drains. */
+static void replacement_ready(struct wslot *s)
+{
+    struct master *m = s->m;
+    struct wproc *old = s->cur, *p = s->repl;
+    uv_timer_stop(&s->ready_timer);
+    s->repl = NULL;
+    s->cur = p;
+    log_info("worker %d (pid %d) replaced by pid %d (%s)", s->id, old ? old->pid : 0, p->pid, s->repl_why);
+    if (old)
+        drain_proc(old);
+    if (m->rl.active && m->rl.index == s->id) {
+        m->rl.replaced++;
+        m->rl.index++;
+        reload_step(m);
+    }
+}
+
+static void replacement_failed(struct wslot *s, const char *why)
+{
+    struct master *m = s->m;
+    uv_timer_stop(&s->ready_timer);
+    log_error("worker %d: the new worker did not become ready (%s); the old one keeps serving", s->id, why);
+    if (m->rl.active && m->rl.index == s->id) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "reload stopped: worker %d's replacement did not become ready (%s); "
+                 "%d worker(s) replaced, the rest keep the old config", s->id, why, m->rl.replaced);
+        reload_finish(m, 0, msg);
+    }
+    if (!s->cur && !m->stopping)
+        replace_dead(s, 0, 0, why);
+}
+
+static void ready_timeout_cb(uv_timer_t *t)
+{
+    struct wslot *s = t->data;
+    struct wproc *p = s->repl;
+    if (!p)
+        return;
+    s->repl = NULL;
+    p->state = P_DRAINING; /* its exit is expected now */
+    uv_process_kill(&p->proc, SIGKILL);
+    replacement_failed(s, "ready_timeout");
+}
+
+static void on_worker_ready(struct wproc *p, const char *payload, uint32_t len)
+{
+    struct wslot *s = p->slot;
+    if (p->state != P_STARTING)
+        return;
+    p->state = P_READY;
+    snprintf(p->version, sizeof(p->version), "%.*s", (int)(len < 31 ? len : 31), payload);
+    log_debug("worker %d (pid %d) ready", s->id, p->pid);
+    if (s->repl == p)
+        replacement_ready(s);
+    announce(p->m);
+}
+
+/* Starts a replacement beside a slot's worker (reload or recycle). */
+static int replace_slot(struct wslot *s, const char *why)
+{
+    struct master *m = s->m;
+    if (s->repl || m->stopping)
+        return -EBUSY;
+    s->repl_why = why;
+    spawn(s, 1);
+    if (!s->repl)
+        return -EAGAIN;
+    uv_timer_start(&s->ready_timer, ready_timeout_cb, (uint64_t)m->cfg.ready_timeout_ms, 0);
+    return 0;
+}
+
+/* Broadcasts an application message to every other serving worker. */
+static void relay_app(struct wproc *from, const char *payload, uint32_t len)
+{
+    struct master *m = from->m;
+    for (struct wproc *p = m->procs; p; p = p->next)
+        if (p != from && p->state == P_READY &&
+            ipc_send((uv_stream_t *)&p->ipc, IPC_BROADCAST, (uint16_t)from->slot->id, payload, len) < 0)
+            log_warn("worker %d (pid %d) is not reading its channel: message dropped", p->slot->id, p->pid);
 }
 
 static void on_worker_msg(void *arg, const struct ipc_header *h, const char *payload)
 {
     struct wproc *p = arg;
-    struct master *m = p->slot->m;
-    (void)payload;
-    if (h->type != IPC_READY || p->ready)
-        return;
-    p->ready = 1;
-    log_debug("worker %d (pid %d) ready", p->slot->id, p->proc.pid);
-    int all = 1;
-    for (int i = 0; i < m->nworkers; i++)
-        if (!m->slots[i].cur || !m->slots[i].cur->ready)
-            all = 0;
-    if (all && m->announced == 1) {
-        m->announced = 2;
-        const char *h6 = strchr(m->cfg->host, ':') ? "[" : "";
-        log_info("serving http://%s%s%s:%d/ with %d workers (schedule %s)", h6, m->cfg->host, *h6 ? "]" : "",
-                 m->cfg->port, m->nworkers, m->cfg->schedule == CFG_SCHED_REUSEPORT ? "reuseport" : "shared");
+    struct wslot *s = p->slot;
+    switch (h->type) {
+    case IPC_READY:
+        on_worker_ready(p, payload, h->len);
+        break;
+    case IPC_RECYCLE:
+        if (s->cur != p || p->state != P_READY)
+            break;
+        log_warn("worker %d (pid %d) asks to be replaced: %.*s", s->id, p->pid, (int)h->len, payload);
+        if (replace_slot(s, "recycle") < 0)
+            log_warn("worker %d: a replacement is already on its way", s->id);
+        break;
+    case IPC_APP:
+        relay_app(p, payload, h->len);
+        break;
     }
 }
 
 static void ipc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
-    static char buf[4096];
+    static char buf[65536];
     (void)h;
     (void)hint;
     *b = uv_buf_init(buf, sizeof(buf));
@@ -271,17 +510,31 @@ static void ipc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         uv_read_stop(st);
 }
 
-static void spawn(struct wslot *s)
+/* Resolves cfg.user / cfg.group for uv_spawn; 0 when nothing to change. */
+static int worker_identity(const struct cfg *c, uv_uid_t *uid, uv_gid_t *gid)
+{
+    if (!c->user && !c->group)
+        return 0;
+    struct passwd *pw = c->user ? getpwnam(c->user) : NULL;
+    struct group *gr = c->group ? getgrnam(c->group) : NULL;
+    *uid = pw ? pw->pw_uid : getuid();
+    *gid = gr ? gr->gr_gid : pw ? pw->pw_gid : getgid();
+    return (pw ? UV_PROCESS_SETUID : 0) | UV_PROCESS_SETGID;
+}
+
+static void spawn(struct wslot *s, int replacement)
 {
     struct master *m = s->m;
     struct wproc *p = calloc(1, sizeof(*p));
-    int mslot = alloc_mslot(m);
+    int mslot = p ? alloc_mslot(m) : -1;
     if (!p || mslot < 0) {
         free(p);
-        log_error("worker %d: no room to start (memory or counter slots); retrying", s->id);
-        uv_timer_start(&s->restart, restart_cb, 1000, 0);
+        log_error("worker %d: no room to start one (memory or counter slots)", s->id);
+        if (!replacement)
+            uv_timer_start(&s->restart, restart_cb, 1000, 0);
         return;
     }
+    p->m = m;
     p->slot = s;
     p->mslot = mslot;
     uv_pipe_init(m->loop, &p->ipc, 1);
@@ -292,63 +545,513 @@ static void spawn(struct wslot *s)
     snprintf(id, sizeof(id), "%d", s->id);
     snprintf(ms, sizeof(ms), "%d", mslot);
     char *args[] = {(char *)m->exe, "__worker", id, ms, NULL};
+    int cfg_fd = (replacement && m->rl.active) ? m->rl.next_fd : m->config_fd;
     uv_stdio_container_t io[7] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = 1},
         {.flags = UV_INHERIT_FD, .data.fd = 2},
-        {.flags = UV_INHERIT_FD, .data.fd = m->listen_fds[m->nlisten == 1 ? 0 : s->id]},
+        {.flags = UV_IGNORE},
         {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->ipc},
         {.flags = UV_INHERIT_FD, .data.fd = m->metrics_fd},
-        {.flags = UV_INHERIT_FD, .data.fd = m->config_fd},
+        {.flags = UV_INHERIT_FD, .data.fd = cfg_fd},
     };
+    if (!master_routes_connections(&m->cfg)) {
+        io[3].flags = UV_INHERIT_FD;
+        io[3].data.fd = m->listen_fds[m->nlisten == 1 ? 0 : s->id];
+    }
     /* detached: a terminal's Ctrl-C reaches the master only, which then
      * stops the workers in order */
-    uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = m->exe, .args = args,
-                                .stdio_count = 7, .stdio = io, .flags = UV_PROCESS_DETACHED};
+    uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = m->exe, .args = args, .stdio_count = 7,
+                                .stdio = io, .flags = UV_PROCESS_DETACHED};
+    opt.flags |= (unsigned)worker_identity(&m->cfg, &opt.uid, &opt.gid);
     int r = uv_spawn(m->loop, &p->proc, &opt);
     p->handles = 2;
     if (r < 0) {
         log_error("worker %d: cannot start %s: %s", s->id, m->exe, uv_strerror(r));
-        uv_close((uv_handle_t *)&p->proc, wproc_closed);
-        uv_close((uv_handle_t *)&p->ipc, wproc_closed);
-        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
-        uv_timer_start(&s->restart, restart_cb, (uint64_t)(s->backoff_ms > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms), 0);
+        close_proc_handles(p);
+        if (!replacement)
+            replace_dead(s, 0, 0, "could not be started");
         return;
     }
+    /* the counters slot belongs to this process from now on */
+    metrics_set(m->shm->slots[mslot].pid, (uint64_t)p->proc.pid);
+    p->pid = p->proc.pid;
     p->started = uv_now(m->loop);
-    s->cur = p;
-    m->running++;
+    p->state = P_STARTING;
+    p->next = m->procs;
+    m->procs = p;
+    m->nprocs++;
+    if (replacement)
+        s->repl = p;
+    else
+        s->cur = p;
     uv_read_start((uv_stream_t *)&p->ipc, ipc_alloc, ipc_read);
-    log_info("worker %d started (pid %d)", s->id, p->proc.pid);
+    log_info("worker %d started (pid %d)%s", s->id, p->pid, replacement ? " as a replacement" : "");
+}
+
+static uint64_t failed_requests(const struct master *m)
+{
+    struct metrics_slot total;
+    metrics_sum(m->shm, &total);
+    return total.status[5];
+}
+
+static void ctl_answer(struct ctl_client *c, json_t *reply);
+
+static void answer_waiters(struct ctl_client *w, json_t *reply)
+{
+    while (w) {
+        struct ctl_client *next = w->next_waiter;
+        ctl_answer(w, json_incref(reply));
+        w = next;
+    }
+    json_decref(reply);
+}
+
+static void reload_finish(struct master *m, int ok, const char *msg)
+{
+    struct reload *rl = &m->rl;
+    uint64_t failed = failed_requests(m) - rl->failed_before;
+    if (ok) {
+        /* the new config is the master's now */
+        cfg_free(&m->cfg);
+        m->cfg = rl->next;
+        memset(&rl->next, 0, sizeof(rl->next));
+        close(m->config_fd);
+        m->config_fd = rl->next_fd;
+    } else {
+        cfg_free(&rl->next);
+        close(rl->next_fd);
+    }
+    rl->next_fd = -1;
+    rl->active = 0;
+    char text[640];
+    if (ok)
+        snprintf(text, sizeof(text), "reloaded: %d worker(s) replaced, %llu request(s) failed meanwhile%s%s",
+                 rl->replaced, (unsigned long long)failed, rl->kept[0] ? "; " : "", rl->kept);
+    else
+        snprintf(text, sizeof(text), "%s", msg);
+    log_msg(ok ? LOG_INFO : LOG_ERROR, "%s", text);
+    notify_send("READY=1");
+    answer_waiters(rl->waiters, json_pack("{s:b, s:s, s:i, s:I}", "ok", ok, "message", text, "replaced",
+                                          rl->replaced, "failed_requests", (json_int_t)failed));
+    rl->waiters = NULL;
+    if (rl->queued && !m->stopping) {
+        rl->queued = 0;
+        rl->waiters = rl->queued_waiters;
+        rl->queued_waiters = NULL;
+        log_info("starting the reload that was queued");
+        reload_begin(m);
+    }
+}
+
+/* Keys that need a restart keep their current values; says which changed. */
+static void keep_fixed_keys(struct master *m, struct cfg *next)
+{
+    char why[240];
+    m->rl.kept[0] = '\0';
+    if (cfg_check_reload(&m->cfg, next, why, sizeof(why)) != 0)
+        snprintf(m->rl.kept, sizeof(m->rl.kept), "%s; left as it was (a restart applies it)", why);
+    const struct cfg *c = &m->cfg;
+    free(next->host);
+    next->host = strdup(c->host);
+    next->port = c->port;
+    next->backlog = c->backlog;
+    next->schedule = c->schedule;
+    char **strs[] = {&next->user, &next->group, &next->control_socket, &next->pid_file};
+    char *const olds[] = {c->user, c->group, c->control_socket, c->pid_file};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        free(*strs[i]);
+        *strs[i] = olds[i] ? strdup(olds[i]) : NULL;
+    }
+}
+
+static void fail_before_start(struct master *m, const char *msg)
+{
+    log_error("%s", msg);
+    answer_waiters(m->rl.waiters, json_pack("{s:b, s:s}", "ok", 0, "message", msg));
+    m->rl.waiters = NULL;
+}
+
+/* Re-reads the config and starts replacing workers one at a time. */
+static void reload_begin(struct master *m)
+{
+    struct reload *rl = &m->rl;
+    char err[600], msg[700];
+    if (m->stopping) {
+        fail_before_start(m, "not reloading: the server is stopping");
+        return;
+    }
+    memset(&rl->next, 0, sizeof(rl->next));
+    if (cfg_load(m->src, &rl->next, err, sizeof(err)) < 0) {
+        snprintf(msg, sizeof(msg), "reload refused, still serving the old config: %s", err);
+        fail_before_start(m, msg);
+        return;
+    }
+    keep_fixed_keys(m, &rl->next);
+    rl->next_fd = config_memfd(&rl->next);
+    if (rl->next_fd < 0) {
+        cfg_free(&rl->next);
+        fail_before_start(m, "reload refused: cannot hand the new config to workers");
+        return;
+    }
+    rl->active = 1;
+    rl->index = 0;
+    rl->replaced = 0;
+    rl->failed_before = failed_requests(m);
+    if (rl->next.workers > m->nslots)
+        m->nslots = rl->next.workers;
+    notify_send("RELOADING=1");
+    log_info("reloading: replacing %d worker(s) one at a time%s%s", rl->next.workers, rl->kept[0] ? "; " : "",
+             rl->kept);
+    reload_step(m);
+}
+
+/* Replaces the next slot, or ends the reload when every slot is done. */
+static void reload_step(struct master *m)
+{
+    struct reload *rl = &m->rl;
+    char err[256];
+    while (rl->index < rl->next.workers) {
+        struct wslot *s = &m->slots[rl->index];
+        if (!s->cur && s->next_try) { /* in backoff: it restarts with the new config */
+            rl->index++;
+            continue;
+        }
+        if (bind_listeners(m, rl->index + 1, err, sizeof(err)) < 0 || replace_slot(s, "reload") < 0) {
+            reload_finish(m, 0, "reload stopped: cannot start a new worker");
+            return;
+        }
+        return; /* replacement_ready() comes back here */
+    }
+    for (int i = rl->next.workers; i < m->nslots; i++) {
+        struct wslot *s = &m->slots[i];
+        uv_timer_stop(&s->restart);
+        s->next_try = 0;
+        if (s->cur)
+            drain_proc(s->cur);
+    }
+    m->nslots = rl->next.workers;
+    reload_finish(m, 1, NULL);
+}
+
+/* --- round_robin and least_loaded: the master accepts -------------------- */
+
+struct handoff {
+    uv_tcp_t tcp;
+    uv_write_t req;
+};
+
+static void handoff_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void handoff_sent(uv_write_t *req, int status)
+{
+    struct handoff *h = req->data;
+    (void)status;
+    uv_close((uv_handle_t *)&h->tcp, handoff_closed);
+}
+
+/* Next serving worker in turn (round_robin), or the one with the fewest
+ * requests in flight, ties taken in turn (least_loaded); a worker at
+ * max_connections is skipped while another can take the connection. */
+static struct wproc *pick_worker(struct master *m)
+{
+    struct wproc *best = NULL;
+    uint64_t best_load = UINT64_MAX;
+    int least = m->cfg.schedule == CFG_SCHED_LEAST_LOADED;
+    for (int k = 0; k < m->nslots; k++) {
+        int i = (m->rr_next + k) % m->nslots;
+        struct wproc *p = m->slots[i].cur;
+        if (!p || p->state != P_READY)
+            continue;
+        const struct metrics_slot *ms = &m->shm->slots[p->mslot];
+        if (m->cfg.max_connections && metrics_get(ms->conns_open) >= (uint64_t)m->cfg.max_connections)
+            continue;
+        uint64_t load = least ? metrics_get(ms->inflight) : 0;
+        if (load < best_load) {
+            best = p;
+            best_load = load;
+            if (!least || load == 0)
+                break;
+        }
+    }
+    if (best)
+        m->rr_next = (best->slot->id + 1) % m->nslots;
+    return best;
+}
+
+static void on_accept(uv_stream_t *server, int status)
+{
+    struct master *m = server->data;
+    if (status < 0)
+        return;
+    struct handoff *h = malloc(sizeof(*h));
+    if (!h)
+        return;
+    uv_tcp_init(m->loop, &h->tcp);
+    h->tcp.data = h;
+    h->req.data = h;
+    if (uv_accept(server, (uv_stream_t *)&h->tcp) < 0) {
+        uv_close((uv_handle_t *)&h->tcp, handoff_closed);
+        return;
+    }
+    struct wproc *p = pick_worker(m);
+    if (!p || ipc_send_handle(&p->ipc, (uv_stream_t *)&h->tcp, handoff_sent, &h->req) < 0)
+        uv_close((uv_handle_t *)&h->tcp, handoff_closed);
+}
+
+static int start_acceptor(struct master *m)
+{
+    int fd = dup(m->listen_fds[0]);
+    int r = fd < 0 ? -errno : uv_tcp_init(m->loop, &m->acceptor);
+    if (r == 0) {
+        m->acceptor.data = m;
+        m->accepting = 1;
+        r = uv_tcp_open(&m->acceptor, fd);
+        if (r == 0)
+            r = uv_listen((uv_stream_t *)&m->acceptor, m->cfg.backlog, on_accept);
+    }
+    return r;
+}
+
+/* --- the control socket ---------------------------------------------------- */
+
+static void ctl_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void ctl_written(uv_write_t *req, int status)
+{
+    struct ctl_client *c = req->data;
+    (void)status;
+    free(req);
+    uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+}
+
+static void ctl_answer(struct ctl_client *c, json_t *reply)
+{
+    char *text = reply ? json_dumps(reply, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(reply);
+    c->answered = 1;
+    size_t n = text ? strlen(text) : 0;
+    struct {
+        uv_write_t req;
+        char data[];
+    } *w = malloc(sizeof(*w) + n + 2);
+    if (!w) {
+        free(text);
+        uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+        return;
+    }
+    memcpy(w->data, text ? text : "", n);
+    w->data[n] = '\n';
+    free(text);
+    w->req.data = c;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)(n + 1));
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, ctl_written) < 0) {
+        free(w);
+        uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+    }
+}
+
+static const char *state_name(const struct wproc *p)
+{
+    return p->state == P_STARTING ? "starting" : p->state == P_READY ? "ready" : "draining";
+}
+
+static json_t *proc_row(struct master *m, const struct wslot *s, const struct wproc *p)
+{
+    uint64_t now = uv_now(m->loop);
+    json_t *row = json_pack("{s:i, s:i, s:s, s:f, s:i, s:s}", "id", s->id, "pid", p ? p->pid : 0, "state",
+                            p ? state_name(p) : (s->next_try ? "crash_loop" : "stopped"), "uptime_s",
+                            p ? (double)(now - p->started) / 1000.0 : 0.0, "restarts", s->restarts,
+                            "last_exit", s->last_exit);
+    if (p) {
+        const struct metrics_slot *ms = &m->shm->slots[p->mslot];
+        json_object_set_new(row, "rss", json_integer((json_int_t)metrics_get(ms->rss)));
+        json_object_set_new(row, "connections", json_integer((json_int_t)metrics_get(ms->conns_open)));
+        json_object_set_new(row, "requests", json_integer((json_int_t)metrics_get(ms->requests)));
+        json_object_set_new(row, "inflight", json_integer((json_int_t)metrics_get(ms->inflight)));
+        json_object_set_new(row, "version", json_string(p->version));
+    } else if (s->next_try) {
+        json_object_set_new(row, "next_try_s",
+                            json_real(s->next_try > now ? (double)(s->next_try - now) / 1000.0 : 0.0));
+    }
+    return row;
+}
+
+static json_t *status_json(struct master *m)
+{
+    json_t *workers = json_array();
+    for (int i = 0; i < m->nslots; i++) {
+        struct wslot *s = &m->slots[i];
+        json_array_append_new(workers, proc_row(m, s, s->cur));
+        if (s->repl)
+            json_array_append_new(workers, proc_row(m, s, s->repl));
+    }
+    for (struct wproc *p = m->procs; p; p = p->next)
+        if (p->state == P_DRAINING)
+            json_array_append_new(workers, proc_row(m, p->slot, p));
+    return json_pack("{s:b, s:{s:i, s:s, s:s, s:i, s:s, s:s, s:i, s:f, s:b, s:b}, s:o}", "ok", 1, "master",
+                     "pid", (int)getpid(), "version", COHORT_VERSION, "host", m->cfg.host, "port", m->cfg.port,
+                     "schedule", schedule_name(m->cfg.schedule), "env", m->cfg.env ? m->cfg.env : "",
+                     "workers", m->nslots, "uptime_s", (double)(uv_now(m->loop) - m->started_ms) / 1000.0,
+                     "reloading", m->rl.active, "stopping", m->stopping, "workers", workers);
+}
+
+static void ctl_command(struct ctl_client *c, const char *cmd)
+{
+    struct master *m = c->m;
+    if (strcmp(cmd, "status") == 0) {
+        ctl_answer(c, status_json(m));
+    } else if (strcmp(cmd, "reload") == 0) {
+        struct ctl_client **list = m->rl.active ? &m->rl.queued_waiters : &m->rl.waiters;
+        c->next_waiter = *list;
+        *list = c;
+        if (m->rl.active) {
+            m->rl.queued = 1;
+            log_info("reload requested during a reload: queued");
+        } else {
+            reload_begin(m);
+        }
+    } else if (strcmp(cmd, "stop") == 0) {
+        ctl_answer(c, json_pack("{s:b, s:i, s:s}", "ok", 1, "pid", (int)getpid(), "message", "stopping"));
+        if (!m->stopping)
+            begin_stop(m, "cohort stop");
+    } else {
+        ctl_answer(c, json_pack("{s:b, s:s}", "ok", 0, "message", "unknown command"));
+    }
+}
+
+static void ctl_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    struct ctl_client *c = h->data;
+    (void)hint;
+    *b = uv_buf_init(c->buf + c->len, (unsigned)(sizeof(c->buf) - 1 - c->len));
+}
+
+static void ctl_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    struct ctl_client *c = st->data;
+    (void)b;
+    if (n <= 0) {
+        uv_read_stop(st);
+        /* a waiting reload client is answered (and closed) later */
+        if (n < 0 && !c->answered && !c->next_waiter && c->m->rl.waiters != c && c->m->rl.queued_waiters != c)
+            uv_close((uv_handle_t *)st, ctl_closed);
+        return;
+    }
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    if (!strchr(c->buf, '\n') && c->len < sizeof(c->buf) - 1)
+        return;
+    uv_read_stop(st);
+    json_error_t e;
+    json_t *req = json_loads(c->buf, JSON_DISABLE_EOF_CHECK, &e);
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    ctl_command(c, cmd ? cmd : "");
+    json_decref(req);
+}
+
+static void on_ctl_conn(uv_stream_t *server, int status)
+{
+    struct master *m = server->data;
+    struct ctl_client *c = status < 0 ? NULL : calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->m = m;
+    uv_pipe_init(m->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
+        uv_close((uv_handle_t *)&c->pipe, ctl_closed);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->pipe, ctl_alloc, ctl_read);
+}
+
+/* Refuses to run beside a live master on the same socket; takes over a
+ * stale one. */
+static int claim_control(struct master *m, char *err, size_t errlen)
+{
+    char *reply = NULL;
+    control_paths(&m->cfg, m->ctl_path, sizeof(m->ctl_path), m->pid_path, sizeof(m->pid_path));
+    int r = control_request(m->ctl_path, "{\"cmd\": \"status\"}", &reply, 2000);
+    if (r == 0 || r == -ETIMEDOUT) {
+        json_t *j = reply ? json_loads(reply, 0, NULL) : NULL;
+        json_int_t pid = json_integer_value(json_object_get(json_object_get(j, "master"), "pid"));
+        snprintf(err, errlen, "another cohort master (pid %lld) is running with control socket %s; "
+                 "stop it first (cohort stop) or set control.socket", (long long)pid, m->ctl_path);
+        json_decref(j);
+        free(reply);
+        return -EADDRINUSE;
+    }
+    free(reply);
+    unlink(m->ctl_path);
+    return 0;
+}
+
+static int open_control(struct master *m, char *err, size_t errlen)
+{
+    uv_pipe_init(m->loop, &m->ctl, 0);
+    m->ctl.data = m;
+    m->ctl_open = 1;
+    mode_t old = umask(0077);
+    int r = uv_pipe_bind(&m->ctl, m->ctl_path);
+    umask(old);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&m->ctl, 16, on_ctl_conn);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot open control socket %s: %s", m->ctl_path, uv_strerror(r));
+        return r;
+    }
+    chmod(m->ctl_path, 0600);
+    FILE *f = fopen(m->pid_path, "w");
+    if (f) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    } else {
+        log_warn("cannot write pid file %s: %s", m->pid_path, strerror(errno));
+    }
+    return 0;
 }
 
 /* --- stopping ---------------------------------------------------------- */
 
 static void kill_all(struct master *m, int sig)
 {
-    for (int i = 0; i < m->nworkers; i++)
-        if (m->slots[i].cur)
-            uv_process_kill(&m->slots[i].cur->proc, sig);
+    for (struct wproc *p = m->procs; p; p = p->next)
+        uv_process_kill(&p->proc, sig);
 }
 
 static void kill_timer_cb(uv_timer_t *t)
 {
     struct master *m = t->data;
-    log_warn("shutdown_timeout reached: killing %d worker(s) still draining", m->running);
+    log_warn("shutdown_timeout reached: killing %d worker(s) still draining", m->nprocs);
     kill_all(m, SIGKILL);
 }
 
-static void begin_stop(struct master *m, int signum)
+static void begin_stop(struct master *m, const char *why)
 {
     m->stopping = 1;
-    log_info("%s: stopping gracefully (up to %lld ms)", strsignal(signum), (long long)m->cfg->shutdown_timeout_ms);
-    /* workers keep their own descriptors; closing ours lets the sockets
-     * go away as soon as every worker has stopped accepting */
+    notify_send("STOPPING=1");
+    log_info("%s: stopping gracefully (up to %lld ms)", why, (long long)m->cfg.shutdown_timeout_ms);
+    /* workers keep their own descriptors; closing ours lets the sockets go
+     * away as soon as every worker has stopped accepting */
     close_listeners(m);
-    for (int i = 0; i < m->nworkers; i++)
+    for (int i = 0; i < CFG_MAX_WORKERS; i++) {
         uv_timer_stop(&m->slots[i].restart);
-    kill_all(m, SIGTERM);
-    uv_timer_start(&m->kill_timer, kill_timer_cb, (uint64_t)m->cfg->shutdown_timeout_ms, 0);
+        uv_timer_stop(&m->slots[i].ready_timer);
+        m->slots[i].next_try = 0;
+    }
+    if (m->rl.active)
+        reload_finish(m, 0, "reload stopped: the server is stopping");
+    for (struct wproc *p = m->procs; p; p = p->next)
+        drain_proc(p);
+    uv_timer_start(&m->kill_timer, kill_timer_cb, (uint64_t)m->cfg.shutdown_timeout_ms, 0);
     maybe_finish(m);
 }
 
@@ -356,11 +1059,17 @@ static void on_signal(uv_signal_t *sig, int signum)
 {
     struct master *m = sig->data;
     if (signum == SIGHUP) {
-        log_warn("SIGHUP: reload is not available in this version; ignoring");
+        if (m->rl.active) {
+            m->rl.queued = 1;
+            log_info("SIGHUP during a reload: queued");
+        } else {
+            log_info("SIGHUP: reloading");
+            reload_begin(m);
+        }
         return;
     }
     if (!m->stopping) {
-        begin_stop(m, signum);
+        begin_stop(m, strsignal(signum));
         return;
     }
     log_warn("second %s during stop: killing workers and exiting now", strsignal(signum));
@@ -380,55 +1089,91 @@ static void setup_signals(struct master *m)
     }
 }
 
+/* At exit, after the processes' own handles were closed by their owners. */
 static void close_walk(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (!uv_is_closing(h))
-        uv_close(h, h->type == UV_PROCESS || h->type == UV_NAMED_PIPE ? wproc_closed : NULL);
+        uv_close(h, NULL);
 }
 
-int master_run(const struct cfg *cfg, const char *exe)
+/* Everything before the first worker starts; 0 or an exit code. */
+static int prepare(struct master *m)
 {
-    static struct master m;
     char err[512];
-    log_set_role("master");
-    m.cfg = cfg;
-    m.exe = exe;
-    m.loop = uv_default_loop();
-    m.nworkers = cfg->workers;
     raise_nofile();
-    if (bind_listeners(&m, err, sizeof(err)) < 0) {
+    if (claim_control(m, err, sizeof(err)) < 0 || bind_listeners(m, m->cfg.workers, err, sizeof(err)) < 0 ||
+        open_control(m, err, sizeof(err)) < 0) {
         log_error("%s", err);
         return 1;
     }
-    m.nmslots = (uint32_t)m.nworkers * 2 + 2;
-    m.metrics_fd = metrics_create(m.nmslots, &m.shm);
-    m.config_fd = config_memfd(cfg);
-    m.slots = calloc((size_t)m.nworkers, sizeof(*m.slots));
-    if (m.metrics_fd < 0 || m.config_fd < 0 || !m.slots) {
+    m->nmslots = CFG_MAX_WORKERS * MAX_PROCS_PER_SLOT + 8;
+    m->metrics_fd = metrics_create(m->nmslots, &m->shm);
+    m->config_fd = config_memfd(&m->cfg);
+    if (m->metrics_fd < 0 || m->config_fd < 0) {
         log_error("cannot set up shared state: %s", strerror(errno));
         return 1;
     }
-    setup_signals(&m);
+    if (master_routes_connections(&m->cfg) && start_acceptor(m) < 0) {
+        log_error("cannot accept on the listening socket");
+        return 1;
+    }
+    return 0;
+}
+
+static void cleanup(struct master *m)
+{
+    close_listeners(m);
+    for (struct wproc *p = m->procs; p; p = p->next)
+        close_proc_handles(p);
+    if (m->ctl_open) {
+        unlink(m->ctl_path);
+        unlink(m->pid_path);
+    }
+    uv_walk(m->loop, close_walk, NULL);
+    uv_run(m->loop, UV_RUN_DEFAULT);
+    uv_loop_close(m->loop);
+    if (m->shm)
+        munmap(m->shm, metrics_size(m->nmslots));
+    if (m->metrics_fd >= 0)
+        close(m->metrics_fd);
+    if (m->config_fd >= 0)
+        close(m->config_fd);
+    free(m->listen_fds);
+    cfg_free(&m->cfg);
+}
+
+int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
+{
+    static struct master m;
+    log_set_role("master");
+    m.cfg = *cfg;
+    memset(cfg, 0, sizeof(*cfg));
+    m.src = src;
+    m.exe = exe;
+    m.loop = uv_default_loop();
+    m.metrics_fd = m.config_fd = m.rl.next_fd = -1;
+    m.nslots = m.cfg.workers;
+    m.started_ms = uv_now(m.loop);
+    for (int i = 0; i < CFG_MAX_WORKERS; i++) {
+        struct wslot *s = &m.slots[i];
+        s->id = i;
+        s->m = &m;
+        uv_timer_init(m.loop, &s->restart);
+        uv_timer_init(m.loop, &s->ready_timer);
+        s->restart.data = s->ready_timer.data = s;
+    }
     uv_timer_init(m.loop, &m.kill_timer);
     m.kill_timer.data = &m;
     uv_unref((uv_handle_t *)&m.kill_timer);
-    m.announced = 1;
-    for (int i = 0; i < m.nworkers; i++) {
-        m.slots[i] = (struct wslot){.id = i, .m = &m};
-        uv_timer_init(m.loop, &m.slots[i].restart);
-        m.slots[i].restart.data = &m.slots[i];
-        spawn(&m.slots[i]);
+    int r = prepare(&m);
+    if (r == 0) {
+        setup_signals(&m);
+        for (int i = 0; i < m.nslots; i++)
+            spawn(&m.slots[i], 0);
+        uv_run(m.loop, UV_RUN_DEFAULT);
+        r = m.exit_code;
     }
-    uv_run(m.loop, UV_RUN_DEFAULT);
-    close_listeners(&m);
-    uv_walk(m.loop, close_walk, NULL);
-    uv_run(m.loop, UV_RUN_DEFAULT);
-    uv_loop_close(m.loop);
-    free(m.slots);
-    free(m.listen_fds);
-    munmap(m.shm, metrics_size(m.nmslots));
-    close(m.metrics_fd);
-    close(m.config_fd);
-    return m.exit_code;
+    cleanup(&m);
+    return r;
 }

@@ -21,6 +21,10 @@
 #include "http/server.h"
 #include "proc/ipc.h"
 
+#ifndef COHORT_VERSION
+#define COHORT_VERSION "0.0.0"
+#endif
+
 struct worker {
     int id;
     uv_loop_t *loop;
@@ -34,8 +38,18 @@ struct worker {
     struct ipc_reader reader;
     uv_signal_t sigs[3];
     uv_timer_t rss_timer;
+    uv_timer_t check_timer;
+    uint64_t last_memory_check;
+    uint64_t errors_seen;
+    uint64_t *error_times;     /* ring of the last max_errors 500s (loop ms) */
+    int error_head, error_count;
+    int recycle_asked;
     int stopping;
+    worker_msg_fn on_app;
+    void *on_app_arg;
 };
+
+static struct worker *self;
 
 /* Reads the whole effective config the master left in a memfd. */
 static char *read_config_fd(int fd)
@@ -61,9 +75,8 @@ static char *read_config_fd(int fd)
     return buf;
 }
 
-static void update_rss(uv_timer_t *t)
+static uint64_t read_rss(void)
 {
-    struct worker *w = t->data;
     long pages = 0, resident = 0;
     FILE *f = fopen("/proc/self/statm", "r");
     if (f) {
@@ -71,7 +84,71 @@ static void update_rss(uv_timer_t *t)
             resident = 0;
         fclose(f);
     }
-    metrics_set(w->slot->rss, (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE));
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void update_rss(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    metrics_set(w->slot->rss, read_rss());
+}
+
+/* Asks the master for a replacement, once: it starts a new worker and
+ * tells this one to drain when the new one is ready. */
+static void ask_recycle(struct worker *w, const char *why)
+{
+    if (w->recycle_asked || w->stopping)
+        return;
+    w->recycle_asked = 1;
+    log_warn("asking to be replaced: %s", why);
+    ipc_send((uv_stream_t *)&w->ipc, IPC_RECYCLE, (uint16_t)w->id, why, (uint32_t)strlen(why));
+}
+
+/* Notes new internal errors; 1 when max_errors fell within error_window. */
+static int too_many_errors(struct worker *w, uint64_t now)
+{
+    int max = w->cfg.max_errors;
+    uint64_t total = http_server_internal_errors(w->srv);
+    if (max <= 0 || !w->error_times)
+        return 0;
+    for (; w->errors_seen < total; w->errors_seen++) {
+        w->error_times[w->error_head] = now;
+        w->error_head = (w->error_head + 1) % max;
+        if (w->error_count < max)
+            w->error_count++;
+    }
+    if (w->error_count < max)
+        return 0;
+    uint64_t oldest = w->error_times[w->error_head];
+    return now - oldest <= (uint64_t)w->cfg.error_window_ms;
+}
+
+/* Once a second: the limits that make a worker ask to be replaced. */
+static void check_limits(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    const struct cfg *c = &w->cfg;
+    uint64_t now = uv_now(w->loop);
+    char why[160];
+    if (c->max_memory > 0 && now - w->last_memory_check >= (uint64_t)c->memory_check_interval_ms) {
+        w->last_memory_check = now;
+        uint64_t rss = read_rss();
+        if (rss > (uint64_t)c->max_memory) {
+            snprintf(why, sizeof(why), "memory: RSS %llu bytes is above max_memory %lld",
+                     (unsigned long long)rss, (long long)c->max_memory);
+            ask_recycle(w, why);
+        }
+    }
+    uint64_t served = metrics_get(w->slot->requests);
+    if (c->max_requests > 0 && served >= (uint64_t)c->max_requests) {
+        snprintf(why, sizeof(why), "max_requests: served %llu requests", (unsigned long long)served);
+        ask_recycle(w, why);
+    }
+    if (too_many_errors(w, now)) {
+        snprintf(why, sizeof(why), "max_errors: %d internal errors within %lld ms", c->max_errors,
+                 (long long)c->error_window_ms);
+        ask_recycle(w, why);
+    }
 }
 
 static void close_handle(uv_handle_t *h)
@@ -88,6 +165,7 @@ static void app_stopped(void *arg)
     for (int i = 0; i < 3; i++)
         close_handle((uv_handle_t *)&w->sigs[i]);
     close_handle((uv_handle_t *)&w->rss_timer);
+    close_handle((uv_handle_t *)&w->check_timer);
     close_handle((uv_handle_t *)&w->ipc);
 }
 
@@ -120,9 +198,32 @@ static void on_signal(uv_signal_t *s, int signum)
 static void on_ipc_msg(void *arg, const struct ipc_header *h, const char *payload)
 {
     struct worker *w = arg;
-    (void)payload;
     if (h->type == IPC_STOP)
         begin_stop(w, "asked by the master");
+    else if (h->type == IPC_BROADCAST && w->on_app)
+        w->on_app(payload, h->len, h->worker, w->on_app_arg);
+}
+
+int worker_send_app(const void *data, size_t len)
+{
+    if (!self || self->stopping)
+        return -ESHUTDOWN;
+    if (len > IPC_MAX_PAYLOAD)
+        return -EMSGSIZE;
+    return ipc_send((uv_stream_t *)&self->ipc, IPC_APP, (uint16_t)self->id, data, (uint32_t)len);
+}
+
+void worker_on_app(worker_msg_fn fn, void *arg)
+{
+    if (self) {
+        self->on_app = fn;
+        self->on_app_arg = arg;
+    }
+}
+
+int worker_id(void)
+{
+    return self ? self->id : -1;
 }
 
 static void ipc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -136,6 +237,9 @@ static void ipc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 static void ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct worker *w = s->data;
+    /* connections handed over by the master travel with the bytes */
+    while (uv_pipe_pending_count(&w->ipc) > 0)
+        http_server_adopt(w->srv, s);
     if (n > 0 && ipc_reader_feed(&w->reader, b->base, (size_t)n) == 0)
         return;
     if (n < 0 || n > 0) {
@@ -210,6 +314,8 @@ static int start_serving(struct worker *w)
     w->srv = http_server_new(w->loop, &w->cfg, w->router, w->slot);
     if (!w->srv)
         return -ENOMEM;
+    if (w->cfg.schedule == CFG_SCHED_ROUND_ROBIN || w->cfg.schedule == CFG_SCHED_LEAST_LOADED)
+        return 0; /* the master accepts and hands connections over IPC */
     int r = http_server_listen_fd(w->srv, WORKER_FD_LISTEN);
     if (r < 0)
         log_error("cannot accept on the inherited socket: %s", uv_strerror(r));
@@ -224,8 +330,11 @@ int worker_main(int id, int slot)
     log_set_role(role);
     w.id = id;
     w.loop = uv_default_loop();
+    self = &w;
     if (load_inherited(&w, slot) < 0)
         return 1;
+    if (w.cfg.max_errors > 0)
+        w.error_times = calloc((size_t)w.cfg.max_errors, sizeof(uint64_t));
     setup_signals(&w);
     if (start_serving(&w) < 0 || setup_ipc(&w) < 0)
         return 1;
@@ -233,7 +342,12 @@ int worker_main(int id, int slot)
     w.rss_timer.data = &w;
     uv_timer_start(&w.rss_timer, update_rss, 0, 1000);
     uv_unref((uv_handle_t *)&w.rss_timer);
-    ipc_send((uv_stream_t *)&w.ipc, IPC_READY, (uint16_t)id, NULL, 0);
+    uv_timer_init(w.loop, &w.check_timer);
+    w.check_timer.data = &w;
+    w.last_memory_check = uv_now(w.loop);
+    uv_timer_start(&w.check_timer, check_limits, 1000, 1000);
+    uv_unref((uv_handle_t *)&w.check_timer);
+    ipc_send((uv_stream_t *)&w.ipc, IPC_READY, (uint16_t)id, COHORT_VERSION, (uint32_t)strlen(COHORT_VERSION));
     uv_run(w.loop, UV_RUN_DEFAULT);
     uv_run(w.loop, UV_RUN_DEFAULT); /* close callbacks */
     uv_loop_close(w.loop);
@@ -241,6 +355,7 @@ int worker_main(int id, int slot)
     app_free(w.app);
     router_free(w.router);
     cfg_free(&w.cfg);
-    metrics_set(w.slot->pid, 0);
+    free(w.error_times);
+    self = NULL;
     return 0;
 }

@@ -1,0 +1,19 @@
+/*
+ * Routes that exist only in the test build (make's build/cohort-test,
+ * compiled with -DCOHORT_TEST_ROUTES); in the normal build registering them
+ * does nothing. They let end-to-end tests provoke what real traffic cannot
+ * on demand:
+ *   GET /__test/leak?mb=N    allocates and touches N MiB that are never freed
+ *   GET /__test/fail         answers 500, as a handler fault would
+ *   GET /__test/sleep?ms=N   answers after N ms without blocking the loop
+ */
+#ifndef COHORT_TESTROUTES_H
+#define COHORT_TESTROUTES_H
+
+#include <uv.h>
+
+#include "http/router.h"
+
+int testroutes_register(struct router *r, uv_loop_t *loop);
+
+#endif

@@ -46,6 +46,21 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJ)
 
 -include $(OBJ:.o=.d)
 
+# Observability (app/stats.c): the dashboard page is embedded by the
+# assembler's .incbin, so the object depends on it. build/cohort-test is the
+# same binary with test-only routes (-DCOHORT_TEST_ROUTES: /__test/block,
+# leak, fail, sleep),
+# for the e2e tests that need them; build/cohort never has them.
+$(BUILD)/obj/src/app/dashboard.o: src/app/dashboard.html
+TEST_ROUTE_SRC := src/app/stats.c src/app/testroutes.c
+TEST_ROUTE_OBJ := $(TEST_ROUTE_SRC:%.c=$(BUILD)/obj-test/%.o)
+$(BUILD)/obj-test/%.o: %.c Makefile VERSION
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DCOHORT_VERSION='"$(VERSION)"' -DCOHORT_TEST_ROUTES -MMD -MP -c -o $@ $<
+$(BUILD)/cohort-test: $(filter-out $(TEST_ROUTE_SRC:%.c=$(BUILD)/obj/%.o),$(OBJ)) $(TEST_ROUTE_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+-include $(TEST_ROUTE_OBJ:.o=.d)
+
 deps:
 	@scripts/deps.sh build
 
@@ -59,8 +74,8 @@ run: deps
 unit: $(UNITBIN)
 	@set -e; for t in $(UNITBIN); do echo "== $$t"; ./$$t --jobs 2; done
 
-e2e: $(BUILD)/cohort
-	COHORT_BIN=$(abspath $(BUILD)/cohort) $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+e2e: $(BUILD)/cohort $(BUILD)/cohort-test
+	COHORT_BIN=$(abspath $(BUILD)/cohort) COHORT_TEST_BIN=$(abspath $(BUILD)/cohort-test) $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
 # libFuzzer targets, always built with clang, ASan and UBSan.
 FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))

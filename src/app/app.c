@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/broadcast.h"
+#include "app/stats.h"
+#include "app/testroutes.h"
+#include "http/accesslog.h"
 #include "http/server.h"
 #include "http/static.h"
 
@@ -15,6 +19,9 @@ struct app {
     struct app_env env;
     struct static_dir **dirs;
     size_t ndirs;
+    struct stats *stats;       /* /metrics, /stats, /status, loop lag */
+    void (*stopped)(void *arg);
+    void *stopped_arg;
 };
 
 static void hello_handle(struct http_exchange *x)
@@ -77,6 +84,10 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
     if (!a)
         return NULL;
     a->env = *env;
+    if (accesslog_open(env->loop, cfg, env->worker_id, err, errlen) < 0) {
+        app_free(a);
+        return NULL;
+    }
     /* config routes first: among exact routes the first added wins */
     for (size_t i = 0; i < cfg->nroutes; i++) {
         if (add_route(a, r, &cfg->routes[i], err, errlen) < 0) {
@@ -85,18 +96,32 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
         }
     }
     if (router_add(r, HTTP_M(HTTP_GET), "/", hello_handle, NULL) < 0 ||
-        router_add(r, HTTP_M(HTTP_GET), "/health", health_handle, NULL) < 0) {
+        router_add(r, HTTP_M(HTTP_GET), "/health", health_handle, NULL) < 0 ||
+        broadcast_register(r, env->worker_id) < 0 || testroutes_register(r, env->loop) < 0) {
         snprintf(err, errlen, "cannot add built-in routes");
+        app_free(a);
+        return NULL;
+    }
+    if (!(a->stats = stats_new(env, err, errlen))) {
         app_free(a);
         return NULL;
     }
     return a;
 }
 
+/* The access log is flushed last: requests answered while stopping are in it. */
+static void stats_stopped(void *arg)
+{
+    struct app *a = arg;
+    accesslog_close();
+    a->stopped(a->stopped_arg);
+}
+
 void app_stop(struct app *a, void (*done)(void *arg), void *arg)
 {
-    (void)a;
-    done(arg);
+    a->stopped = done;
+    a->stopped_arg = arg;
+    stats_stop(a->stats, stats_stopped, a);
 }
 
 void app_free(struct app *a)
@@ -106,5 +131,7 @@ void app_free(struct app *a)
     for (size_t i = 0; i < a->ndirs; i++)
         static_dir_free(a->dirs[i]);
     free(a->dirs);
+    stats_free(a->stats);
+    accesslog_close(); /* no-op after app_stop */
     free(a);
 }

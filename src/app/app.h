@@ -22,6 +22,7 @@ struct app_env {
     struct metrics_shm *shm;   /* the whole counters segment (read by stats) */
     struct metrics_slot *slot; /* this worker's slot (written by it) */
     int worker_id;
+    int admin_fd;              /* > 0: the admin listener's socket (app/stats.c); 0: none */
 };
 
 /* Builds the routes into env->router and starts what the handlers need on

@@ -1,0 +1,553 @@
+/*
+ * A Redis connection that stays up. See redis.h for the contract.
+ *
+ * States, one at a time:
+ *
+ *   WAITING     the retry timer runs (backoff after a failure)
+ *   RESOLVING   uv_getaddrinfo is in flight
+ *   CONNECTING  hiredis connects (the retry timer is the connect deadline)
+ *   HANDSHAKE   connected; AUTH/SELECT/PING or SUBSCRIBE sent (same deadline)
+ *   UP          commands accepted; the tick timer watches the oldest one
+ *   DROPPING    we freed the context; its disconnect callback is due
+ *   CLOSING     cache_redis_close(): waiting for replies, then handles
+ *
+ * hiredis rules followed here: a context is freed by hiredis itself after
+ * a failed connect or a lost connection (we only forget the pointer); we
+ * free it ourselves (redisAsyncFree) only to drop it, which runs every
+ * pending callback with a NULL reply first -- so the state is changed
+ * before, and a callback that issues a new command is refused.
+ */
+#include "cache/redis.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <hiredis/async.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/list.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <hiredis/adapters/libuv.h>
+
+#define BACKOFF_STEP_MS 100
+#define BACKOFF_MAX_MS 3000
+#define TICK_MAX_MS 100
+
+enum state { ST_WAITING, ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_UP, ST_DROPPING, ST_CLOSING };
+
+struct pending {
+    struct list_node link;
+    struct cache_redis *r;
+    cache_redis_reply_fn cb;
+    void *arg;
+    uint64_t sent_ms;
+};
+
+struct cache_redis {
+    uv_loop_t *loop;
+    redisAsyncContext *ac;
+    struct cache_redis_url url;
+    char *channel;
+    char *name;
+    int64_t timeout_ms;
+    void (*on_message)(void *arg, const char *msg, size_t len);
+    void (*on_state)(void *arg, int up);
+    void *arg;
+    struct metrics_slot *slot;
+
+    enum state state;
+    int up_before_drop;      /* ST_DROPPING: whether it was up */
+    int attempt;             /* failed attempts since it was last up */
+    int ever_up;
+    int outage_logged;
+    uv_timer_t retry;        /* backoff, and the connect deadline */
+    uv_timer_t tick;         /* command timeouts */
+    uv_getaddrinfo_t gai;
+    int resolving;
+    char addr[256];          /* a numeric address */
+    struct list_node pending;
+    size_t npending;
+    int handles;             /* open timers, while closing */
+    int finishing;
+    void (*closed)(void *arg);
+    void *closed_arg;
+};
+
+static void start_attempt(struct cache_redis *r);
+static void drop(struct cache_redis *r);
+
+/* --- URL --------------------------------------------------------------- */
+
+static int parse_port(const char *s, size_t n, int *out)
+{
+    int v = 0;
+    if (n == 0 || n > 5)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < 1 || v > 65535)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int cache_redis_parse_url(const char *url, struct cache_redis_url *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->port = 6379;
+    if (strncmp(url, "redis://", 8) != 0)
+        return -EINVAL;
+    const char *p = url + 8, *at = strrchr(p, '@'), *end;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *pw = colon ? colon + 1 : p;
+        if ((size_t)(at - pw) >= sizeof(out->password))
+            return -EINVAL;
+        memcpy(out->password, pw, (size_t)(at - pw));
+        p = at + 1;
+    }
+    const char *slash = strchr(p, '/');
+    end = slash ? slash : p + strlen(p);
+    const char *host = p, *hend;
+    if (*p == '[') {
+        host = p + 1;
+        hend = memchr(host, ']', (size_t)(end - host));
+        if (!hend)
+            return -EINVAL;
+        p = hend + 1;
+    } else {
+        hend = memchr(p, ':', (size_t)(end - p));
+        hend = hend ? hend : end;
+        p = hend;
+    }
+    if (hend == host || (size_t)(hend - host) >= sizeof(out->host))
+        return -EINVAL;
+    memcpy(out->host, host, (size_t)(hend - host));
+    if (p < end && (*p != ':' || parse_port(p + 1, (size_t)(end - p - 1), &out->port)))
+        return -EINVAL;
+    if (slash && slash[1]) {
+        char *e;
+        long db = strtol(slash + 1, &e, 10);
+        if (*e || db < 0 || db > 1000000)
+            return -EINVAL;
+        out->db = (int)db;
+    }
+    return 0;
+}
+
+/* --- commands ---------------------------------------------------------- */
+
+static void count(struct cache_redis *r, int what)
+{
+    if (!r->slot)
+        return;
+    if (what == 0)
+        metrics_add(r->slot->redis_commands, 1);
+    else if (what == 1)
+        metrics_add(r->slot->redis_errors, 1);
+    else
+        metrics_add(r->slot->redis_reconnects, 1);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct pending *p = privdata;
+    struct cache_redis *r = p->r;
+    redisReply *rep = reply;
+    (void)ac;
+    list_unlink(&p->link);
+    r->npending--;
+    if (!rep || rep->type == REDIS_REPLY_ERROR)
+        count(r, 1);
+    p->cb(p->arg, rep);
+    free(p);
+}
+
+/* Sends on whatever context there is, whatever the state (handshakes). */
+static int send_argv(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
+                     const size_t *argvlen)
+{
+    struct pending *p = malloc(sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    *p = (struct pending){.r = r, .cb = cb, .arg = arg, .sent_ms = uv_now(r->loop)};
+    if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
+        free(p);
+        return -ENOTCONN;
+    }
+    list_append(&r->pending, &p->link);
+    r->npending++;
+    count(r, 0);
+    return 0;
+}
+
+int cache_redis_command(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
+                        const size_t *argvlen)
+{
+    if (r->state != ST_UP || !r->ac || r->channel)
+        return -ENOTCONN;
+    return send_argv(r, cb, arg, argc, argv, argvlen);
+}
+
+int cache_redis_up(const struct cache_redis *r)
+{
+    return r->state == ST_UP;
+}
+
+size_t cache_redis_pending(const struct cache_redis *r)
+{
+    return r->npending;
+}
+
+/* --- up and down ------------------------------------------------------- */
+
+static void set_gauge(struct cache_redis *r, int up)
+{
+    if (r->slot && !r->channel)
+        metrics_set(r->slot->redis_up, (uint64_t)up);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct cache_redis *r = t->data;
+    if (list_empty(&r->pending) || !r->ac)
+        return;
+    struct pending *p = list_entry(r->pending.next, struct pending, link);
+    if (uv_now(r->loop) - p->sent_ms < (uint64_t)r->timeout_ms)
+        return;
+    log_warn("%s: no reply from %s:%d within %lld ms; dropping the connection", r->name, r->url.host,
+             r->url.port, (long long)r->timeout_ms);
+    drop(r);
+}
+
+static void became_up(struct cache_redis *r)
+{
+    r->state = ST_UP;
+    uv_timer_stop(&r->retry);
+    if (!r->channel) {
+        uint64_t tick = (uint64_t)r->timeout_ms / 2;
+        tick = tick < 1 ? 1 : tick > TICK_MAX_MS ? TICK_MAX_MS : tick;
+        uv_timer_start(&r->tick, on_tick, tick, tick);
+    }
+    if (r->ever_up)
+        count(r, 2);
+    if (r->outage_logged)
+        log_info("%s: connected to %s:%d again", r->name, r->url.host, r->url.port);
+    else if (!r->ever_up)
+        log_debug("%s: connected to %s:%d", r->name, r->url.host, r->url.port);
+    r->ever_up = 1;
+    r->outage_logged = 0;
+    r->attempt = 0;
+    set_gauge(r, 1);
+    if (r->on_state)
+        r->on_state(r->arg, 1);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    struct cache_redis *r = t->data;
+    if (r->state == ST_WAITING)
+        start_attempt(r);
+    else if (r->state == ST_CONNECTING || r->state == ST_HANDSHAKE)
+        drop(r); /* the connect deadline passed */
+}
+
+/* The connection is gone (or never came): forget the context, tell once,
+ * and try again after the backoff. */
+static void lost(struct cache_redis *r, int was_up, const char *why)
+{
+    r->ac = NULL;
+    uv_timer_stop(&r->tick);
+    r->state = ST_WAITING;
+    if (!r->outage_logged) {
+        if (was_up)
+            log_warn("%s: lost the connection to %s:%d (%s); retrying", r->name, r->url.host, r->url.port, why);
+        else
+            log_warn("%s: cannot connect to %s:%d (%s); retrying", r->name, r->url.host, r->url.port, why);
+        r->outage_logged = 1;
+    }
+    if (was_up) {
+        set_gauge(r, 0);
+        if (r->on_state)
+            r->on_state(r->arg, 0);
+    }
+    if (r->state != ST_WAITING) /* on_state closed us */
+        return;
+    r->attempt++;
+    uint64_t delay = (uint64_t)r->attempt * BACKOFF_STEP_MS;
+    uv_timer_start(&r->retry, on_retry, delay < BACKOFF_MAX_MS ? delay : BACKOFF_MAX_MS, 0);
+}
+
+static void finish_close(struct cache_redis *r);
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct cache_redis *r = ac->data;
+    int was_up = r->state == ST_UP || (r->state == ST_DROPPING && r->up_before_drop);
+    (void)status;
+    if (r->state == ST_CLOSING) {
+        r->ac = NULL;
+        finish_close(r);
+        return;
+    }
+    lost(r, was_up, ac->errstr ? ac->errstr : "closed");
+}
+
+/*
+ * Drops the connection ourselves (timeout, failed handshake, connect
+ * deadline). Pending callbacks run with NULL now (or, inside a hiredis
+ * callback, once it returns).
+ */
+static void drop(struct cache_redis *r)
+{
+    redisAsyncContext *ac = r->ac;
+    if (!ac)
+        return;
+    int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+    if (r->state != ST_CLOSING) {
+        r->up_before_drop = r->state == ST_UP;
+        r->state = ST_DROPPING;
+    }
+    redisAsyncFree(ac);
+    if (connected)
+        return; /* on_disconnect runs (or ran) */
+    if (r->state == ST_CLOSING) {
+        r->ac = NULL;
+        finish_close(r);
+    } else {
+        lost(r, 0, "connect timed out");
+    }
+}
+
+/* --- handshake --------------------------------------------------------- */
+
+static void hs_step(void *arg, redisReply *reply)
+{
+    struct cache_redis *r = arg;
+    if (reply && reply->type == REDIS_REPLY_ERROR && r->state == ST_HANDSHAKE) {
+        log_error("%s: %s:%d refused the handshake: %s", r->name, r->url.host, r->url.port, reply->str);
+        drop(r);
+    }
+}
+
+static void hs_ping(void *arg, redisReply *reply)
+{
+    struct cache_redis *r = arg;
+    if (!reply || r->state != ST_HANDSHAKE)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) /* e.g. LOADING after a restart */
+        drop(r);
+    else
+        became_up(r);
+}
+
+static void on_subscription(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct cache_redis *r = privdata;
+    redisReply *rep = reply;
+    (void)ac;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = rep->element[0]->str;
+    if (strcmp(kind, "subscribe") == 0 && r->state == ST_HANDSHAKE)
+        became_up(r);
+    else if (strcmp(kind, "message") == 0 && r->state == ST_UP && rep->element[2]->type == REDIS_REPLY_STRING &&
+             r->on_message)
+        r->on_message(r->arg, rep->element[2]->str, rep->element[2]->len);
+}
+
+static void handshake(struct cache_redis *r)
+{
+    char db[16];
+    r->state = ST_HANDSHAKE;
+    if (r->url.password[0]) {
+        const char *argv[] = {"AUTH", r->url.password};
+        send_argv(r, hs_step, r, 2, argv, NULL);
+    }
+    if (r->url.db) {
+        snprintf(db, sizeof db, "%d", r->url.db);
+        const char *argv[] = {"SELECT", db};
+        send_argv(r, hs_step, r, 2, argv, NULL);
+    }
+    if (!r->channel) {
+        const char *argv[] = {"PING"};
+        send_argv(r, hs_ping, r, 1, argv, NULL);
+    } else {
+        const char *argv[] = {"SUBSCRIBE", r->channel};
+        redisAsyncCommandArgv(r->ac, on_subscription, r, 2, argv, NULL);
+    }
+}
+
+/* --- connecting -------------------------------------------------------- */
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct cache_redis *r = ac->data;
+    if (status == REDIS_OK && r->state == ST_CONNECTING) {
+        handshake(r);
+        return;
+    }
+    if (status == REDIS_OK)
+        return; /* closing or dropping: the disconnect follows */
+    /* hiredis frees the context after this callback */
+    if (r->state == ST_CLOSING) {
+        r->ac = NULL;
+        finish_close(r);
+    } else {
+        lost(r, 0, ac->errstr ? ac->errstr : "connect failed");
+    }
+}
+
+static void connect_to(struct cache_redis *r)
+{
+    redisAsyncContext *ac = redisAsyncConnect(r->addr, r->url.port);
+    if (!ac || ac->err) {
+        char why[128];
+        snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        lost(r, 0, why);
+        return;
+    }
+    ac->data = r;
+    redisEnableKeepAlive(&ac->c); /* a subscriber has no command timeout to notice a dead peer */
+    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        lost(r, 0, "cannot watch the socket");
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->ac = ac;
+    r->state = ST_CONNECTING;
+    uv_timer_start(&r->retry, on_retry, (uint64_t)r->timeout_ms, 0);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct cache_redis *r = req->data;
+    r->resolving = 0;
+    if (r->state == ST_CLOSING) {
+        uv_freeaddrinfo(res);
+        finish_close(r);
+        return;
+    }
+    if (status < 0 || !res) {
+        uv_freeaddrinfo(res);
+        lost(r, 0, uv_strerror(status));
+        return;
+    }
+    const void *a = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                                               : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    inet_ntop(res->ai_family, a, r->addr, sizeof r->addr);
+    uv_freeaddrinfo(res);
+    connect_to(r);
+}
+
+static void start_attempt(struct cache_redis *r)
+{
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, r->url.host, buf) == 1 || inet_pton(AF_INET6, r->url.host, buf) == 1) {
+        snprintf(r->addr, sizeof r->addr, "%s", r->url.host);
+        connect_to(r);
+        return;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    r->state = ST_RESOLVING;
+    r->gai.data = r;
+    int rc = uv_getaddrinfo(r->loop, &r->gai, on_resolved, r->url.host, NULL, &hints);
+    if (rc < 0)
+        lost(r, 0, uv_strerror(rc));
+    else
+        r->resolving = 1;
+}
+
+struct cache_redis *cache_redis_new(uv_loop_t *loop, const struct cache_redis_opts *o, char *err, size_t errlen)
+{
+    struct cache_redis *r = calloc(1, sizeof(*r));
+    if (!r || cache_redis_parse_url(o->url, &r->url) < 0) {
+        snprintf(err, errlen, r ? "redis.url: \"%s\" is not redis://[:password@]host[:port][/db]" : "out of memory",
+                 o->url);
+        free(r);
+        return NULL;
+    }
+    r->loop = loop;
+    r->name = strdup(o->name ? o->name : "redis");
+    r->channel = o->channel ? strdup(o->channel) : NULL;
+    if (!r->name || (o->channel && !r->channel)) {
+        free(r->name);
+        free(r->channel);
+        free(r);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    r->timeout_ms = o->command_timeout_ms > 0 ? o->command_timeout_ms : 1000;
+    r->on_message = o->on_message;
+    r->on_state = o->on_state;
+    r->arg = o->arg;
+    r->slot = o->slot;
+    list_init(&r->pending);
+    uv_timer_init(loop, &r->retry);
+    uv_timer_init(loop, &r->tick);
+    r->retry.data = r->tick.data = r;
+    set_gauge(r, 0);
+    start_attempt(r);
+    return r;
+}
+
+/* --- closing ----------------------------------------------------------- */
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct cache_redis *r = h->data;
+    if (--r->handles > 0)
+        return;
+    void (*done)(void *) = r->closed;
+    void *arg = r->closed_arg;
+    free(r->name);
+    free(r->channel);
+    free(r);
+    if (done)
+        done(arg);
+}
+
+static void finish_close(struct cache_redis *r)
+{
+    if (r->ac || r->resolving || r->finishing)
+        return;
+    r->finishing = 1;
+    set_gauge(r, 0);
+    r->handles = 2;
+    uv_close((uv_handle_t *)&r->retry, on_timer_closed);
+    uv_close((uv_handle_t *)&r->tick, on_timer_closed);
+}
+
+void cache_redis_close(struct cache_redis *r, void (*done)(void *arg), void *arg)
+{
+    enum state was = r->state;
+    r->closed = done;
+    r->closed_arg = arg;
+    r->state = ST_CLOSING;
+    uv_timer_stop(&r->retry);
+    if (r->resolving)
+        uv_cancel((uv_req_t *)&r->gai);
+    if (!r->ac) {
+        finish_close(r);
+        return;
+    }
+    if (was == ST_DROPPING)
+        return; /* hiredis frees the context when its callback returns; on_disconnect finishes */
+    if (was != ST_UP) {
+        drop(r); /* connecting or in the handshake: nothing worth waiting for */
+        return;
+    }
+    /* replies still due arrive first (the tick drops a Redis that hangs),
+     * then hiredis disconnects and on_disconnect finishes */
+    redisAsyncDisconnect(r->ac);
+}

@@ -1,0 +1,85 @@
+/*
+ * One Redis connection of a worker, kept up on the worker's libuv loop
+ * (hiredis async through its libuv adapter). Many requests share it: every
+ * command is written at once and replies come back in order, so commands
+ * issued in the same loop iteration leave in one write (pipelining).
+ *
+ * Keeping it up: the host is resolved with uv_getaddrinfo (the loop never
+ * waits for DNS), the connection is made, and the connection counts as up
+ * only once Redis answered a handshake (AUTH and SELECT when the URL asks,
+ * then PING; or SUBSCRIBE for a subscriber). When it fails, it is made
+ * again after min(attempt x 100 ms, 3 s). A command without a reply within
+ * the command timeout counts as an outage too: the connection is dropped
+ * (every pending command fails) and made again, so a hung Redis cannot
+ * hold requests longer than the timeout. Transitions are logged once each
+ * way ("down" once per outage, not per request).
+ *
+ * A subscriber connection (opts.channel set) carries no commands: it
+ * subscribes to the channel and hands every message to on_message.
+ *
+ * Ownership: cache_redis_new() returns the connection; cache_redis_close()
+ * stops it and frees it once its last handle closed, then calls done. A
+ * reply passed to a callback belongs to hiredis and is valid only during
+ * the callback.
+ */
+#ifndef COHORT_CACHE_REDIS_H
+#define COHORT_CACHE_REDIS_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct cache_redis;
+struct metrics_slot;
+
+/* reply NULL: no reply (the connection was lost, the command timed out, or
+ * the connection is closing). An error reply (REDIS_REPLY_ERROR) is passed
+ * as it is. Called exactly once per accepted command, never from within
+ * cache_redis_command(). */
+typedef void (*cache_redis_reply_fn)(void *arg, redisReply *reply);
+
+struct cache_redis_opts {
+    const char *url;            /* redis://[:password@]host[:port][/db] */
+    int64_t command_timeout_ms;
+    const char *channel;        /* subscriber: the channel; NULL: commands */
+    void (*on_message)(void *arg, const char *msg, size_t len);
+    void (*on_state)(void *arg, int up); /* after each transition */
+    void *arg;                  /* for on_message and on_state */
+    struct metrics_slot *slot;  /* redis_* counters; NULL: none */
+    const char *name;           /* in log lines: "redis", "redis subscriber" */
+};
+
+struct cache_redis_url {
+    char host[256];
+    int port;
+    char password[256]; /* "" when none */
+    int db;
+};
+
+/* Parses redis://[[user]:password@]host[:port][/db] ("[::1]" for IPv6);
+ * 0 or -EINVAL. */
+int cache_redis_parse_url(const char *url, struct cache_redis_url *out);
+
+/* Starts connecting at once. NULL with a message in err for a bad URL or
+ * when out of memory. */
+struct cache_redis *cache_redis_new(uv_loop_t *loop, const struct cache_redis_opts *o, char *err, size_t errlen);
+
+/* 1 while connected and past the handshake. */
+int cache_redis_up(const struct cache_redis *r);
+
+/* Queues a command (argv form: binary-safe). Returns 0 when accepted (cb
+ * runs later, exactly once), -ENOTCONN when the connection is not up and
+ * -ENOMEM: then cb never runs. */
+int cache_redis_command(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
+                        const size_t *argvlen);
+
+/* Commands sent and not yet answered. */
+size_t cache_redis_pending(const struct cache_redis *r);
+
+/* Stops: commands in flight get their replies (or fail at the command
+ * timeout), no new ones are accepted, then the connection closes, r is
+ * freed and done(arg) runs. */
+void cache_redis_close(struct cache_redis *r, void (*done)(void *arg), void *arg);
+
+#endif

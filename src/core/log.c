@@ -108,7 +108,7 @@ static void vlog(enum log_level level, const char *fields, const char *fmt, va_l
                      LOG_TIME_LEN, when, names[level], role, (int)getpid());
     size_t len = (size_t)n;
     size_t flen = fields && *fields ? strlen(fields) + 1 : 0;
-    if (flen > sizeof(line) / 2)
+    if (len + flen + 256 > sizeof(line))
         flen = 0; /* fields too long to keep whole: drop them rather than cut JSON */
     len += jw_escape(line + len, sizeof(line) - len - flen - 3, msg, mlen, NULL);
     line[len++] = '"';

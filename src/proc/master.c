@@ -31,6 +31,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/summary.h"
 #include "proc/control.h"
 #include "proc/ipc.h"
 #include "proc/notify.h"
@@ -110,7 +111,8 @@ struct master {
     int nslots;             /* slots in use: cfg.workers */
     struct wproc *procs;
     int nprocs;
-    uv_signal_t sigs[4];
+    uv_signal_t sigs[5];
+    int admin_fd;           /* admin listener (admin.port) for /metrics, /stats, /status; -1: none */
     uv_timer_t kill_timer;
     uv_tcp_t acceptor;      /* round_robin / least_loaded */
     int accepting;
@@ -165,6 +167,19 @@ static int bind_one(const struct cfg *cfg, int reuseport, char *err, size_t errl
         return -e;
     }
     return fd;
+}
+
+/* The admin listener (observability endpoints, app/stats.c): one socket,
+ * bound once, inherited by every worker at WORKER_FD_ADMIN. */
+static int bind_admin(struct master *m, char *err, size_t errlen)
+{
+    if (!m->cfg.admin.port)
+        return 0;
+    struct cfg c = m->cfg; /* bind_one reads host, port and backlog */
+    c.host = m->cfg.admin.host;
+    c.port = m->cfg.admin.port;
+    m->admin_fd = bind_one(&c, 0, err, errlen);
+    return m->admin_fd < 0 ? m->admin_fd : 0;
 }
 
 /* reuseport: one socket per slot, kept by the master across restarts and
@@ -313,6 +328,7 @@ static void replace_dead(struct wslot *s, uint64_t up, int pid, const char *how)
 {
     struct master *m = s->m;
     s->restarts++;
+    metrics_count_restart(m->shm, s->id); /* /metrics, /stats and the dashboard show it */
     if (s->id >= m->nslots)
         return;
     if (up >= (uint64_t)m->cfg.min_uptime_ms) {
@@ -340,7 +356,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     char how[96];
     describe_exit(how, sizeof(how), status, sig);
     uint64_t up = uv_now(m->loop) - p->started;
-    metrics_fold(&m->shm->retired, &m->shm->slots[p->mslot]);
+    metrics_retire(m->shm, (uint32_t)p->mslot); /* readers never see a half-done fold */
     unlink_proc(m, p);
     close_proc_handles(p);
     if (p->state == P_DRAINING || m->stopping) {
@@ -546,7 +562,7 @@ static void spawn(struct wslot *s, int replacement)
     snprintf(ms, sizeof(ms), "%d", mslot);
     char *args[] = {(char *)m->exe, "__worker", id, ms, NULL};
     int cfg_fd = (replacement && m->rl.active) ? m->rl.next_fd : m->config_fd;
-    uv_stdio_container_t io[7] = {
+    uv_stdio_container_t io[8] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = 1},
         {.flags = UV_INHERIT_FD, .data.fd = 2},
@@ -554,14 +570,19 @@ static void spawn(struct wslot *s, int replacement)
         {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->ipc},
         {.flags = UV_INHERIT_FD, .data.fd = m->metrics_fd},
         {.flags = UV_INHERIT_FD, .data.fd = cfg_fd},
+        {.flags = UV_IGNORE}, /* WORKER_FD_ADMIN, when admin.port is set */
     };
+    if (m->admin_fd >= 0) {
+        io[7].flags = UV_INHERIT_FD;
+        io[7].data.fd = m->admin_fd;
+    }
     if (!master_routes_connections(&m->cfg)) {
         io[3].flags = UV_INHERIT_FD;
         io[3].data.fd = m->listen_fds[m->nlisten == 1 ? 0 : s->id];
     }
     /* detached: a terminal's Ctrl-C reaches the master only, which then
      * stops the workers in order */
-    uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = m->exe, .args = args, .stdio_count = 7,
+    uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = m->exe, .args = args, .stdio_count = 8,
                                 .stdio = io, .flags = UV_PROCESS_DETACHED};
     opt.flags |= (unsigned)worker_identity(&m->cfg, &opt.uid, &opt.gid);
     int r = uv_spawn(m->loop, &p->proc, &opt);
@@ -1055,9 +1076,26 @@ static void begin_stop(struct master *m, const char *why)
     maybe_finish(m);
 }
 
+/*
+ * SIGUSR1 (log rotation, after the files were moved away): the master opens
+ * its error log again and passes the signal on to every worker, which
+ * reopens its access and error logs (http/accesslog.c).
+ */
+static void reopen_logs(struct master *m)
+{
+    int r = log_reopen();
+    if (r < 0)
+        log_error("SIGUSR1: cannot reopen the error log %s: %s", m->cfg.log.error, strerror(-r));
+    kill_all(m, SIGUSR1);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
     struct master *m = sig->data;
+    if (signum == SIGUSR1) {
+        reopen_logs(m);
+        return;
+    }
     if (signum == SIGHUP) {
         if (m->rl.active) {
             m->rl.queued = 1;
@@ -1080,9 +1118,9 @@ static void on_signal(uv_signal_t *sig, int signum)
 
 static void setup_signals(struct master *m)
 {
-    static const int signums[4] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP};
+    static const int signums[5] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
     signal(SIGPIPE, SIG_IGN);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         uv_signal_init(m->loop, &m->sigs[i]);
         m->sigs[i].data = m;
         uv_signal_start(&m->sigs[i], on_signal, signums[i]);
@@ -1102,7 +1140,9 @@ static int prepare(struct master *m)
 {
     char err[512];
     raise_nofile();
-    if (claim_control(m, err, sizeof(err)) < 0 || bind_listeners(m, m->cfg.workers, err, sizeof(err)) < 0 ||
+    if (log_configure(m->cfg.log.error, (enum log_level)m->cfg.log.level, err, sizeof(err)) < 0 ||
+        claim_control(m, err, sizeof(err)) < 0 || bind_listeners(m, m->cfg.workers, err, sizeof(err)) < 0 ||
+        bind_admin(m, err, sizeof(err)) < 0 ||
         open_control(m, err, sizeof(err)) < 0) {
         log_error("%s", err);
         return 1;
@@ -1139,6 +1179,8 @@ static void cleanup(struct master *m)
         close(m->metrics_fd);
     if (m->config_fd >= 0)
         close(m->config_fd);
+    if (m->admin_fd >= 0)
+        close(m->admin_fd);
     free(m->listen_fds);
     cfg_free(&m->cfg);
 }
@@ -1152,7 +1194,7 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
     m.src = src;
     m.exe = exe;
     m.loop = uv_default_loop();
-    m.metrics_fd = m.config_fd = m.rl.next_fd = -1;
+    m.metrics_fd = m.config_fd = m.rl.next_fd = m.admin_fd = -1;
     m.nslots = m.cfg.workers;
     m.started_ms = uv_now(m.loop);
     for (int i = 0; i < CFG_MAX_WORKERS; i++) {
@@ -1169,6 +1211,7 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
     int r = prepare(&m);
     if (r == 0) {
         setup_signals(&m);
+        summary_start(m.loop, m.shm, m.cfg.log.stats_interval_ms); /* log.stats_interval */
         for (int i = 0; i < m.nslots; i++)
             spawn(&m.slots[i], 0);
         uv_run(m.loop, UV_RUN_DEFAULT);

@@ -266,6 +266,7 @@ static void setup_signals(struct worker *w)
     static const int signums[3] = {SIGTERM, SIGINT, SIGQUIT};
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN); /* until the app's log module watches it (reopen) */
     for (int i = 0; i < 3; i++) {
         uv_signal_init(w->loop, &w->sigs[i]);
         w->sigs[i].data = w;
@@ -305,7 +306,8 @@ static int start_serving(struct worker *w)
     if (!w->router)
         return -ENOMEM;
     struct app_env env = {.cfg = &w->cfg, .router = w->router, .loop = w->loop, .shm = w->shm,
-                          .slot = w->slot, .worker_id = w->id};
+                          .slot = w->slot, .worker_id = w->id,
+                          .admin_fd = w->cfg.admin.port ? WORKER_FD_ADMIN : 0};
     w->app = app_new(&env, err, sizeof(err));
     if (!w->app) {
         log_error("%s", err);

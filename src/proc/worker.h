@@ -13,6 +13,7 @@
 #define WORKER_FD_IPC 4
 #define WORKER_FD_METRICS 5
 #define WORKER_FD_CONFIG 6
+#define WORKER_FD_ADMIN 7 /* the admin listener, open only when admin.port is set */
 
 #include <stddef.h>
 

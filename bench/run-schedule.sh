@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# schedule: reuseport vs shared, same binary, same run. Reports abab's
-# req/s, p99 and CPU per request, then how the work split between the two
-# workers (CPU seconds of each during one wrk run), for long keep-alive
-# connections (-c 64) and for many short connections (-c 64, Connection: close).
+# schedule modes side by side, same binary, 2 workers each: reuseport,
+# shared, round_robin, least_loaded. abab's req/s, p99 and CPU per request
+# for 64 keep-alive connections and for short connections (Connection:
+# close), then how evenly one wrk run of short connections spread over the
+# workers: requests per worker from `cohort status --json`, and their
+# standard deviation as a share of the mean.
 #   bench/run-schedule.sh [ROUNDS] [SECONDS]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,32 +16,36 @@ rounds=${1:-3} secs=${2:-5}
 run=$(mktemp -d /tmp/cohort-sched-XXXX)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-start() { # NAME PORT SCHEDULE
-  printf '{"server": {"host": "127.0.0.1", "port": %s}, "workers": 2, "schedule": "%s", "timeouts": {"keepalive": "60s"}}\n' "$2" "$3" > "$run/$1.json"
-  "$top/build/cohort" serve -c "$run/$1.json" 2>"$run/$1.log" &
-  pids+=($!)
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$2) 2>/dev/null && break; sleep 0.1; done
-}
-start reuseport 3310 reuseport; rp=${pids[-1]}
-start shared 3311 shared; sp=${pids[-1]}
-cat > "$run/close.lua" <<'LUA'
-wrk.headers["Connection"] = "close"
-LUA
-split() { # MASTER_PID URL [wrk args]
-  local master=$1 url=$2; shift 2
-  local ws; ws=$(pgrep -P "$master" | tr '\n' ' ')
-  declare -A t0
-  for w in $ws; do t0[$w]=$(awk '{print $14+$15}' /proc/$w/stat); done
-  wrk -t1 -c64 -d"${secs}s" "$@" "$url" >/dev/null
-  local out=""
-  for w in $ws; do out+=" $(( $(awk '{print $14+$15}' /proc/$w/stat) - ${t0[$w]} ))"; done
-  echo "  worker CPU ticks:$out"
-}
-echo "== keep-alive"
-python3 "$shared/bench/abab" -r "$rounds" -d "$secs" -c 64 "http://127.0.0.1:3310/@$rp" "http://127.0.0.1:3311/@$sp"
-echo "reuseport:"; split "$rp" http://127.0.0.1:3310/
-echo "shared:"; split "$sp" http://127.0.0.1:3311/
+modes=(reuseport shared round_robin least_loaded)
+declare -A port master
+p=3310
+for m in "${modes[@]}"; do
+  port[$m]=$p
+  printf '{"server": {"host": "127.0.0.1", "port": %d}, "workers": 2, "schedule": "%s", "timeouts": {"keepalive": "60s"}, "control": {"socket": "%s/%s.sock", "pid_file": "%s/%s.pid"}}\n' \
+    "$p" "$m" "$run" "$m" "$run" "$m" > "$run/$m.json"
+  "$top/build/cohort" serve -c "$run/$m.json" 2>"$run/$m.log" &
+  pids+=($!); master[$m]=$!
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+  p=$((p + 1))
+done
+printf 'wrk.headers["Connection"] = "close"\n' > "$run/close.lua"
+targets() { for m in "${modes[@]}"; do echo "http://127.0.0.1:${port[$m]}/@${master[$m]}"; done; }
+echo "== keep-alive (order: ${modes[*]})"
+python3 "$shared/bench/abab" -r "$rounds" -d "$secs" -c 64 $(targets)
 echo "== short connections (Connection: close)"
-python3 "$shared/bench/abab" -r "$rounds" -d "$secs" -c 64 -s "$run/close.lua" "http://127.0.0.1:3310/@$rp" "http://127.0.0.1:3311/@$sp"
-echo "reuseport:"; split "$rp" http://127.0.0.1:3310/ -s "$run/close.lua"
-echo "shared:"; split "$sp" http://127.0.0.1:3311/ -s "$run/close.lua"
+python3 "$shared/bench/abab" -r "$rounds" -d "$secs" -c 64 -s "$run/close.lua" $(targets)
+per_worker() { "$top/build/cohort" status --json -c "$run/$1.json" |
+  python3 -c 'import json,sys; print(" ".join(str(w["requests"]) for w in json.load(sys.stdin)["workers"] if w["state"]=="ready"))'; }
+echo "== spread of short connections over workers (one ${secs} s wrk run each)"
+for m in "${modes[@]}"; do
+  before=$(per_worker "$m")
+  wrk -t1 -c64 -d"${secs}s" -s "$run/close.lua" "http://127.0.0.1:${port[$m]}/" >/dev/null
+  after=$(per_worker "$m")
+  python3 - "$m" "$before" "$after" <<'PY'
+import statistics, sys
+m, b, a = sys.argv[1], list(map(int, sys.argv[2].split())), list(map(int, sys.argv[3].split()))
+d = [y - x for x, y in zip(b, a)]
+mean = statistics.mean(d)
+print(f"{m:<13} per worker {d}  stddev {statistics.pstdev(d) / mean * 100:.1f}% of the mean")
+PY
+done

@@ -48,6 +48,14 @@ int ipc_reader_feed(struct ipc_reader *r, const char *data, size_t len)
     return 0;
 }
 
+void ipc_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    static char buf[65536];
+    (void)h;
+    (void)hint;
+    *b = uv_buf_init(buf, sizeof(buf));
+}
+
 struct ipc_write {
     uv_write_t req;
     char data[];

@@ -49,6 +49,10 @@ void ipc_reader_free(struct ipc_reader *r);
 /* Feeds bytes; returns 0, or -EPROTO for a malformed stream. */
 int ipc_reader_feed(struct ipc_reader *r, const char *data, size_t len);
 
+/* The read buffer callback for IPC pipes: one static buffer per process
+ * (each process has one loop, and ipc_reader_feed copies what it keeps). */
+void ipc_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b);
+
 /* Queues a message on a stream; the bytes are copied. Returns 0, -ENOBUFS
  * when more than IPC_MAX_QUEUED bytes already wait, or another -errno. */
 int ipc_send(uv_stream_t *s, enum ipc_type type, uint16_t worker, const void *payload, uint32_t len);

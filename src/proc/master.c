@@ -509,14 +509,6 @@ static void on_worker_msg(void *arg, const struct ipc_header *h, const char *pay
     }
 }
 
-static void ipc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
-{
-    static char buf[65536];
-    (void)h;
-    (void)hint;
-    *b = uv_buf_init(buf, sizeof(buf));
-}
-
 static void ipc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
     struct wproc *p = st->data;
@@ -606,7 +598,7 @@ static void spawn(struct wslot *s, int replacement)
         s->repl = p;
     else
         s->cur = p;
-    uv_read_start((uv_stream_t *)&p->ipc, ipc_alloc, ipc_read);
+    uv_read_start((uv_stream_t *)&p->ipc, ipc_alloc_cb, ipc_read);
     log_info("worker %d started (pid %d)%s", s->id, p->pid, replacement ? " as a replacement" : "");
 }
 

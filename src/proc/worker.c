@@ -226,14 +226,6 @@ int worker_id(void)
     return self ? self->id : -1;
 }
 
-static void ipc_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
-{
-    static char buf[4096];
-    (void)h;
-    (void)hint;
-    *b = uv_buf_init(buf, sizeof(buf));
-}
-
 static void ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct worker *w = s->data;
@@ -258,7 +250,7 @@ static int setup_ipc(struct worker *w)
         return r;
     w->ipc.data = w;
     ipc_reader_init(&w->reader, on_ipc_msg, w);
-    return uv_read_start((uv_stream_t *)&w->ipc, ipc_alloc, ipc_read);
+    return uv_read_start((uv_stream_t *)&w->ipc, ipc_alloc_cb, ipc_read);
 }
 
 static void setup_signals(struct worker *w)

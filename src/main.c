@@ -50,7 +50,8 @@ static const char usage_serve[] =
     "  -H, --host ADDR      listen address (server.host; env HOST)\n"
     "  -p, --port N         listen port (server.port; env PORT)\n"
     "  -w, --workers N      worker processes, 0 = available CPUs (env WORKERS)\n"
-    "  -s, --schedule MODE  how connections reach workers: reuseport or shared\n"
+    "  -s, --schedule MODE  how connections reach workers: reuseport, shared,\n"
+    "                       round_robin or least_loaded\n"
     "  --keys               print the table of every config key and exit\n"
     "  -h, --help           show this help\n"
     "\n"
@@ -114,14 +115,19 @@ static int parse_opts(int argc, char **argv, const char *cmd, const char *what, 
     return -1;
 }
 
-static int load_config(struct opts *o, struct cfg *cfg)
+/* Options, then the config they point at: -1 to go on with *cfg loaded, or
+ * an exit code (help printed, bad usage, bad config). */
+static int load_config(int argc, char **argv, const char *cmd, const char *what, struct opts *o, struct cfg *cfg)
 {
     char err[1024];
+    int r = parse_opts(argc, argv, cmd, what, o);
+    if (r >= 0)
+        return r;
     if (cfg_load(&o->src, cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "cohort: %s\n", err);
         return CFG_EXIT_CODE;
     }
-    return 0;
+    return -1;
 }
 
 /* The binary workers are started from: the path this one was run from,
@@ -143,8 +149,8 @@ static int cmd_serve(int argc, char **argv)
 {
     struct opts o;
     struct cfg cfg;
-    int r = parse_opts(argc, argv, "serve", "Runs the server in the foreground: a master that binds the port and keeps\none worker process per CPU (or `workers`) serving HTTP.", &o);
-    if (r >= 0 || (r = load_config(&o, &cfg)))
+    int r = load_config(argc, argv, "serve", "Runs the server in the foreground: a master that binds the port and keeps\none worker process per CPU (or `workers`) serving HTTP.", &o, &cfg);
+    if (r >= 0)
         return r;
     char exe[PATH_MAX];
     if (self_path(exe, sizeof(exe)) < 0) {
@@ -169,11 +175,11 @@ static int cmd_control(int argc, char **argv, const char *cmd)
             argc--;
             break;
         }
-    int r = parse_opts(argc, argv, cmd, "Talks to the running master over its control socket (control.socket).\n"
+    int r = load_config(argc, argv, cmd, "Talks to the running master over its control socket (control.socket).\n"
                        "status prints the workers (--json: as JSON); reload replaces them with the\n"
                        "config and binary on disk; stop stops gracefully. Exit: 0 done, 1 failed,\n"
-                       "3 no master running.", &o);
-    if (r >= 0 || (r = load_config(&o, &cfg)))
+                       "3 no master running.", &o, &cfg);
+    if (r >= 0)
         return r;
     r = control_command(cmd, &cfg, json);
     cfg_free(&cfg);
@@ -184,8 +190,8 @@ static int cmd_check_config(int argc, char **argv)
 {
     struct opts o;
     struct cfg cfg;
-    int r = parse_opts(argc, argv, "check-config", "Validates the configuration as `serve` would load it and prints the\neffective config as JSON; exits 78 when it is invalid.", &o);
-    if (r >= 0 || (r = load_config(&o, &cfg)))
+    int r = load_config(argc, argv, "check-config", "Validates the configuration as `serve` would load it and prints the\neffective config as JSON; exits 78 when it is invalid.", &o, &cfg);
+    if (r >= 0)
         return r;
     char *json = cfg_to_json(&cfg);
     if (json)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "app/broadcast.h"
+#include "app/shop.h"
 #include "app/stats.h"
 #include "app/testroutes.h"
 #include "http/accesslog.h"
@@ -20,6 +21,7 @@ struct app {
     struct static_dir **dirs;
     size_t ndirs;
     struct stats *stats;       /* /metrics, /stats, /status, loop lag */
+    struct shop *shop;         /* the shop API, counters, response cache */
     void (*stopped)(void *arg);
     void *stopped_arg;
 };
@@ -70,7 +72,7 @@ static int add_route(struct app *a, struct router *r, const struct cfg_route *rt
     else if (strcmp(rt->handler, "health") == 0)
         rc = router_add(r, HTTP_M(HTTP_GET), rt->path, health_handle, NULL);
     else
-        rc = -EINVAL;
+        rc = shop_route(a->shop, r, rt->path, rt->handler);
     if (rc < 0)
         snprintf(err, errlen, "route %s: cannot add handler %s", rt->path, rt->handler);
     return rc;
@@ -88,6 +90,10 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
         app_free(a);
         return NULL;
     }
+    if (!(a->shop = shop_new(env, err, errlen))) {
+        app_free(a);
+        return NULL;
+    }
     /* config routes first: among exact routes the first added wins */
     for (size_t i = 0; i < cfg->nroutes; i++) {
         if (add_route(a, r, &cfg->routes[i], err, errlen) < 0) {
@@ -97,12 +103,18 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
     }
     if (router_add(r, HTTP_M(HTTP_GET), "/", hello_handle, NULL) < 0 ||
         router_add(r, HTTP_M(HTTP_GET), "/health", health_handle, NULL) < 0 ||
-        broadcast_register(r, env->worker_id) < 0 || testroutes_register(r, env->loop) < 0) {
+        broadcast_register(r, env->worker_id) < 0 || testroutes_register(r, env->loop) < 0 ||
+        shop_routes(a->shop, r) < 0) {
         snprintf(err, errlen, "cannot add built-in routes");
         app_free(a);
         return NULL;
     }
     if (!(a->stats = stats_new(env, err, errlen))) {
+        app_free(a);
+        return NULL;
+    }
+    /* last: it wraps every route added above (request counters, cache) */
+    if (shop_start(a->shop, r, err, errlen) < 0) {
         app_free(a);
         return NULL;
     }
@@ -117,11 +129,18 @@ static void stats_stopped(void *arg)
     a->stopped(a->stopped_arg);
 }
 
+/* The shop first: its counters are flushed before stats stop. */
+static void shop_stopped(void *arg)
+{
+    struct app *a = arg;
+    stats_stop(a->stats, stats_stopped, a);
+}
+
 void app_stop(struct app *a, void (*done)(void *arg), void *arg)
 {
     a->stopped = done;
     a->stopped_arg = arg;
-    stats_stop(a->stats, stats_stopped, a);
+    shop_stop(a->shop, shop_stopped, a);
 }
 
 void app_free(struct app *a)
@@ -132,6 +151,7 @@ void app_free(struct app *a)
         static_dir_free(a->dirs[i]);
     free(a->dirs);
     stats_free(a->stats);
+    shop_free(a->shop);
     accesslog_close(); /* no-op after app_stop */
     free(a);
 }

@@ -396,6 +396,8 @@ int cache_get(struct cache *c, const char *key, size_t klen, int64_t near_ttl_ms
             return 1;
         }
     }
+    if (!cb)
+        return -ENOENT; /* a peek at this worker's cache only: not counted as a miss */
     struct get_req *g = c->cmd && cache_redis_up(c->cmd) ? malloc(sizeof(*g) + klen + 1) : NULL;
     if (g) {
         *g = (struct get_req){.c = c, .cb = cb, .arg = arg, .t = *t, .klen = klen};

@@ -74,6 +74,8 @@ struct cache_redis *cache_redis_conn(struct cache *c);
  * the next cache call), -ENOENT for a miss known at once (no Redis, or it
  * is down), or 0 when Redis was asked: cb(arg, ...) runs later, exactly
  * once. *t is filled in every case (for the miss path's cache_fill).
+ * With cb NULL only this worker's cache is looked at (a cheap first try
+ * that needs no allocation); its miss is not counted.
  * near_ttl_ms: how long a value fetched from Redis may be kept in this
  * worker (0: never; only for keys that cache_invalidate covers).
  */

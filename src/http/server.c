@@ -322,6 +322,8 @@ void http_begin(struct http_exchange *x, int status)
 void http_header(struct http_exchange *x, const char *name, const char *value, size_t value_len)
 {
     struct http_conn *c = x->conn;
+    if (x->tap)
+        x->tap(x, HTTP_TAP_HEADER, name, value, value_len);
     if (!c)
         return;
     out_str(c, name);
@@ -347,6 +349,8 @@ static void exchange_done(struct http_exchange *x);
 void http_finish(struct http_exchange *x, const char *content_type, const void *body, size_t len)
 {
     struct http_conn *c = x->conn;
+    if (x->tap)
+        x->tap(x, HTTP_TAP_BODY, content_type, body, len);
     if (c) {
         if (content_type) {
             OUT_LIT(c, "Content-Type: ");
@@ -406,6 +410,8 @@ void http_error(struct http_exchange *x, int status, const char *msg)
 void http_begin_chunks(struct http_exchange *x, const char *content_type)
 {
     struct http_conn *c = x->conn;
+    if (x->tap)
+        x->tap(x, HTTP_TAP_BODY, content_type, NULL, 0);
     x->chunking = 1;
     if (!c)
         return;

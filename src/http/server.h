@@ -36,6 +36,8 @@ struct http_server;
 struct http_conn;
 struct metrics_slot;
 
+enum http_tap_event { HTTP_TAP_HEADER, HTTP_TAP_BODY };
+
 struct http_exchange {
     struct http_request req;
     struct route_match match;
@@ -46,6 +48,13 @@ struct http_exchange {
     uint64_t start_ns;       /* when the head was complete */
     void *handler_data;      /* free for the handler */
     void (*on_abort)(struct http_exchange *x);
+    /* Optional observer of the answer, set by whoever wraps the handler
+     * (the response cache of app/shop.c): http_header passes each field
+     * (name, value), then http_finish the content type (name) and the body
+     * -- NULL when it is not in memory (a file) -- and http_begin_chunks a
+     * NULL body. It must not answer. */
+    void (*tap)(struct http_exchange *x, enum http_tap_event ev, const char *name, const void *data, size_t len);
+    void *tap_data;
     int status;              /* status of the response being written */
     uint64_t bytes_out;      /* response bytes (head and body) written for it */
     const char *upstream;    /* the proxy sets it: "host:port" that answered (access log) */

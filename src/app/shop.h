@@ -1,0 +1,48 @@
+/*
+ * The shop API (the seed's e-commerce app, made real): products from the
+ * SQLite catalog behind a cache, carts in Redis (HINCRBY) or SQLite
+ * (UPSERT), request counters per route template, a response cache for
+ * config routes, and readiness. docs/shop.md describes the endpoints, the
+ * data and what happens when Redis fails.
+ *
+ * Life cycle, one shop per worker, on the worker's loop:
+ *   shop_new       opens (and migrates) the store; no handles yet
+ *   shop_route     adds a shop handler named in a config route
+ *   shop_routes    adds the built-in shop routes
+ *   shop_start     connects the cache and Redis, starts the counter flush,
+ *                  and wraps every route added so far (counters, response
+ *                  cache); call it last, after every route is in
+ *   shop_stop      flushes counters, waits for work in flight, closes
+ *   shop_free      frees (after shop_stop finished, or if never started)
+ */
+#ifndef COHORT_APP_SHOP_H
+#define COHORT_APP_SHOP_H
+
+#include <stddef.h>
+
+#include "app/app.h"
+#include "http/router.h"
+
+struct shop;
+
+/* NULL with a message in err (e.g. the store cannot be opened). */
+struct shop *shop_new(const struct app_env *env, char *err, size_t errlen);
+
+/* Adds a config route whose handler is one of the shop's ("products",
+ * "product", "product_update", "cart_add", "cart", "cart_remove",
+ * "ready"); -ENOENT when `handler` is not. */
+int shop_route(struct shop *s, struct router *r, const char *path, const char *handler);
+
+/* /api/products, /api/products/:id (GET, PUT), /api/cart/add, /api/cart,
+ * /api/cart/:productId, /health/ready. */
+int shop_routes(struct shop *s, struct router *r);
+
+int shop_start(struct shop *s, struct router *r, char *err, size_t errlen);
+
+/* Flushes what must not be lost, then calls done(arg) once every handle is
+ * closed. */
+void shop_stop(struct shop *s, void (*done)(void *arg), void *arg);
+
+void shop_free(struct shop *s);
+
+#endif

@@ -247,11 +247,14 @@ static int patch_member(const char *key, json_t *v, struct db_product_patch *p, 
         p->name = name_buf;
         return 0;
     }
-    int64_t max = strcmp(key, "price") == 0 ? SHOP_PRICE_MAX : strcmp(key, "stock") == 0 ? SHOP_STOCK_MAX : -1;
-    if (max < 0)
-        return bad(err, errlen, field, key, "%s is not a product field (name, price, stock)", key);
+    const char *known = strcmp(key, "price") == 0 ? "price" : strcmp(key, "stock") == 0 ? "stock" : NULL;
+    int64_t max = known && known[0] == 'p' ? SHOP_PRICE_MAX : SHOP_STOCK_MAX;
+    if (!known) { /* the key dies with the JSON: name it from name_buf */
+        snprintf(name_buf, DB_NAME_MAX + 1, "%s", key);
+        return bad(err, errlen, field, name_buf, "%s is not a product field (name, price, stock)", key);
+    }
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
-        return bad(err, errlen, field, key, "%s must be an integer from 0 to %lld", key, (long long)max);
+        return bad(err, errlen, field, known, "%s must be an integer from 0 to %lld", known, (long long)max);
     if (key[0] == 'p')
         p->has_price = 1, p->price = json_integer_value(v);
     else

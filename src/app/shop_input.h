@@ -42,7 +42,8 @@ int shop_parse_cart_add(const char *ctype, size_t ctlen, const char *body, size_
  * The body of PUT /api/products/:id: a JSON object setting at least one of
  * name (1..200 bytes, not blank), price (0..1e12) and stock (0..1e9); no
  * other member. The name is copied into name_buf (DB_NAME_MAX + 1 bytes),
- * which p->name then points to.
+ * which p->name then points to; on an unknown member *field points into
+ * name_buf instead.
  */
 int shop_parse_product_patch(const char *body, size_t len, struct db_product_patch *p, char *name_buf, char *err,
                              size_t errlen, const char **field);

@@ -52,7 +52,7 @@ def deep_merge(base, over):
 
 
 def clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "HOST", "WORKERS", "COHORT_ENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "HOST", "WORKERS", "COHORT_ENV", "REDIS_URL")}
     if extra:
         env.update(extra)
     return env

@@ -158,16 +158,43 @@ static void per_worker(struct sbuf *o, const struct stats_view *v, const char *n
     }
 }
 
+static const char *route_label(const struct stats_view *v, int r)
+{
+    return v->route_names[r] ? v->route_names[r] : "unknown";
+}
+
+/*
+ * Counts by class of the route slots labelled like slot r (one pattern
+ * may be added once per method); 0 when an earlier slot has that label,
+ * which then carries them.
+ */
+static int route_counts(const struct stats_view *v, const struct metrics_slot *t, int r, uint64_t *counts)
+{
+    const char *name = route_label(v, r);
+    for (int k = 0; k < r; k++)
+        if (strcmp(route_label(v, k), name) == 0)
+            return 0;
+    memset(counts, 0, METRICS_CLASSES * sizeof(*counts));
+    for (int k = r; k < METRICS_ROUTES; k++)
+        if (strcmp(route_label(v, k), name) == 0)
+            for (int c = 0; c < METRICS_CLASSES; c++)
+                counts[c] += t->routes[k][c];
+    return 1;
+}
+
 static void render_requests(struct sbuf *o, const struct stats_view *v, const struct metrics_slot *t)
 {
     family(o, "cohort_http_requests_total", "counter", "HTTP requests answered, by route pattern and status class.");
     for (int r = 0; r < METRICS_ROUTES; r++) {
+        uint64_t counts[METRICS_CLASSES];
+        if (!route_counts(v, t, r, counts))
+            continue;
         for (int c = 0; c < METRICS_CLASSES; c++) {
-            if (!t->routes[r][c])
+            if (!counts[c])
                 continue;
             sbuf_puts(o, "cohort_http_requests_total{route=\"");
-            label_value(o, v->route_names[r] ? v->route_names[r] : "unknown");
-            sbuf_printf(o, "\",code=\"%s\"} %llu\n", class_names[c], (unsigned long long)t->routes[r][c]);
+            label_value(o, route_label(v, r));
+            sbuf_printf(o, "\",code=\"%s\"} %llu\n", class_names[c], (unsigned long long)counts[c]);
         }
     }
 }
@@ -366,18 +393,20 @@ static void json_routes(struct sbuf *o, const struct stats_view *v, const struct
     int first = 1;
     sbuf_puts(o, ",\"routes\":[");
     for (int r = 0; r < METRICS_ROUTES; r++) {
-        uint64_t n = 0;
+        uint64_t counts[METRICS_CLASSES], n = 0;
+        if (!route_counts(v, t, r, counts))
+            continue;
         for (int c = 0; c < METRICS_CLASSES; c++)
-            n += t->routes[r][c];
+            n += counts[c];
         if (!n && !(v->route_names[r] && r != METRICS_ROUTE_NONE && r != METRICS_ROUTE_OTHER))
             continue;
-        const char *name = v->route_names[r] ? v->route_names[r] : "unknown";
+        const char *name = route_label(v, r);
         sbuf_puts(o, first ? "{\"route\":" : ",{\"route\":");
         first = 0;
         sbuf_json_str(o, name, strlen(name));
         jkey_u64(o, "requests", n, 1);
         sbuf_puts(o, ",\"status\":");
-        json_status(o, t->routes[r]);
+        json_status(o, counts);
         sbuf_puts(o, "}");
     }
     sbuf_puts(o, "]");

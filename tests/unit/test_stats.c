@@ -26,6 +26,7 @@ static void setup(void)
     cr_assert_eq(router_add(r, HTTP_M(HTTP_GET), "/static/*", h, NULL), 0); // index 0
     cr_assert_eq(router_add(r, HTTP_M(HTTP_GET), "/", h, NULL), 0);         /* index 1 */
     cr_assert_eq(router_add(r, HTTP_M(HTTP_GET), "/q\"x\\y", h, NULL), 0);  /* index 2 */
+    cr_assert_eq(router_add(r, HTTP_M(HTTP_POST), "/", h, NULL), 0);       /* index 3: "/" again */
     m->slots[0].pid = 100, m->slots[0].worker_id = 0, m->slots[0].rss = 4096;
     m->slots[0].loop_lag_max_us = 2500;
     m->slots[2].pid = 101, m->slots[2].worker_id = 1, m->slots[2].conns_open = 2;
@@ -35,6 +36,7 @@ static void setup(void)
     metrics_request(&m->slots[2], 1, 200, 5);   // the prefix route
     metrics_request(&m->slots[2], 0, 404, 5);   /* none */
     metrics_request(&m->retired, 3, 200, 5);    /* a gone worker's, with odd route */
+    metrics_request(&m->slots[0], 4, 201, 0);   /* POST "/": the same label as GET "/" */
     m->restarts[1] = 2;
     sbuf_init(&out);
     cr_assert_eq(stats_view_load(&v, m, r), 0);
@@ -55,7 +57,7 @@ Test(stats, route_index_is_add_order)
 {
     cr_assert_str_eq(router_at(r, 0)->name, "/static/*");
     cr_assert_str_eq(router_at(r, 1)->name, "/");
-    cr_assert_null(router_at(r, 3));
+    cr_assert_null(router_at(r, 4));
     struct route_match rm;
     router_match(r, HTTP_GET, "/", 1, &rm);
     cr_assert_eq(rm.route->index, 1);
@@ -130,7 +132,7 @@ Test(stats, prometheus_requests_by_route_and_class)
 {
     stats_render_prometheus(&out, &v);
     const char *t = out.data;
-    cr_assert(strstr(t, "\ncohort_http_requests_total{route=\"/\",code=\"2xx\"} 2\n"), "%s", t);
+    cr_assert(strstr(t, "\ncohort_http_requests_total{route=\"/\",code=\"2xx\"} 3\n"), "%s", t);
     cr_assert(strstr(t, "\ncohort_http_requests_total{route=\"/\",code=\"5xx\"} 1\n"));
     cr_assert(strstr(t, "\ncohort_http_requests_total{route=\"/static/*\",code=\"2xx\"} 1\n"));
     cr_assert(strstr(t, "\ncohort_http_requests_total{route=\"none\",code=\"4xx\"} 1\n"));
@@ -142,13 +144,13 @@ Test(stats, prometheus_histogram_is_cumulative_and_counts_match)
 {
     stats_render_prometheus(&out, &v);
     const char *t = out.data;
-    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"0.000008\"} 3\n"), "%s", t);
-    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"0.000012\"} 4\n"));
-    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"0.000032\"} 5\n"));
-    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"0.002048\"} 6\n"));
-    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"16.777216\"} 6\n"));
-    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"+Inf\"} 6\n"));
-    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_count 6\n"));
+    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"0.000008\"} 4\n"), "%s", t);
+    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"0.000012\"} 5\n"));
+    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"0.000032\"} 6\n"));
+    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"0.002048\"} 7\n"));
+    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"16.777216\"} 7\n"));
+    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_bucket{le=\"+Inf\"} 7\n"));
+    cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_count 7\n"));
     cr_assert(strstr(t, "\ncohort_http_request_duration_seconds_sum 0.002055\n"));
     /* ascending le, non-decreasing counts */
     double last_le = -1, last_count = -1;
@@ -195,11 +197,11 @@ Test(stats, json_has_the_seed_fields_totals_and_workers)
     json_error_t e;
     json_t *j = json_loads(out.data, 0, &e);
     cr_assert_not_null(j, "%s: %s", e.text, out.data);
-    cr_assert_eq(json_integer_value(json_object_get(j, "requestCount")), 6);
+    cr_assert_eq(json_integer_value(json_object_get(j, "requestCount")), 7);
     cr_assert_eq(json_integer_value(json_object_get(j, "errorCount")), 1);
-    cr_assert_float_eq(json_number_value(json_object_get(j, "avgResponseTime")), 2055.0 / 6 / 1000, 1e-6);
+    cr_assert_float_eq(json_number_value(json_object_get(j, "avgResponseTime")), 2055.0 / 7 / 1000, 1e-6);
     json_t *t = json_object_get(j, "totals");
-    cr_assert_eq(json_integer_value(json_object_get(json_object_get(t, "status"), "2xx")), 4);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(t, "status"), "2xx")), 5);
     cr_assert(json_is_null(json_object_get(json_object_get(t, "cache"), "hitRate")));
     json_t *w = json_object_get(j, "workers");
     cr_assert_eq(json_array_size(w), 2);

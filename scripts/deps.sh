@@ -6,7 +6,7 @@
 # Every dependency of the project is named here and nowhere else.
 set -eu
 build="gcc make pkg-config libuv1-dev libhiredis-dev libjansson-dev libsqlite3-dev"
-test="$build libcriterion-dev python3-pytest redis-server redis-sentinel clang libclang-rt-14-dev curl iproute2 procps"
+test="$build libcriterion-dev python3-pytest redis-server redis-sentinel clang libclang-rt-14-dev curl iproute2 procps chromium"
 bench="$test wrk nginx-light h2o haproxy"
 # The Node.js peers need node and npm; take Debian's only when none is installed.
 command -v npm >/dev/null 2>&1 || bench="$bench nodejs npm"

@@ -404,6 +404,69 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
 }
 
+/*
+ * hiredis's libuv adapter ignores a poll error: libuv reports POLLERR (a
+ * reset, e.g. Redis killed while we were writing) by stopping the handle
+ * and passing a negative status, which the adapter drops, so the
+ * connection would hang until the command timeout. These replace the
+ * adapter's event hooks with the same bookkeeping and a callback that lets
+ * hiredis read the error and disconnect at once.
+ */
+static void poll_cb(uv_poll_t *h, int status, int events)
+{
+    redisLibuvEvents *p = h->data;
+    if (status < 0) {
+        if (p->context)
+            redisAsyncHandleRead(p->context);
+        return;
+    }
+    redisLibuvPoll(h, status, events);
+}
+
+static void set_events(redisLibuvEvents *p, int events)
+{
+    p->events = events;
+    if (p->events)
+        uv_poll_start(&p->handle, p->events, poll_cb);
+    else
+        uv_poll_stop(&p->handle);
+}
+
+static void ev_add_read(void *d)
+{
+    redisLibuvEvents *p = d;
+    set_events(p, p->events | UV_READABLE);
+}
+
+static void ev_del_read(void *d)
+{
+    redisLibuvEvents *p = d;
+    set_events(p, p->events & ~UV_READABLE);
+}
+
+static void ev_add_write(void *d)
+{
+    redisLibuvEvents *p = d;
+    set_events(p, p->events | UV_WRITABLE);
+}
+
+static void ev_del_write(void *d)
+{
+    redisLibuvEvents *p = d;
+    set_events(p, p->events & ~UV_WRITABLE);
+}
+
+static int attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (redisLibuvAttach(ac, loop) != REDIS_OK)
+        return -ENOMEM;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    return 0;
+}
+
 static void connect_to(struct cache_redis *r)
 {
     redisAsyncContext *ac = redisAsyncConnect(r->addr, r->url.port);
@@ -417,7 +480,7 @@ static void connect_to(struct cache_redis *r)
     }
     ac->data = r;
     redisEnableKeepAlive(&ac->c); /* a subscriber has no command timeout to notice a dead peer */
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+    if (attach(ac, r->loop) < 0) {
         redisAsyncFree(ac);
         lost(r, 0, "cannot watch the socket");
         return;

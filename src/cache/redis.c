@@ -296,7 +296,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         finish_close(r);
         return;
     }
-    lost(r, was_up, ac->errstr ? ac->errstr : "closed");
+    lost(r, was_up, ac->errstr && *ac->errstr ? ac->errstr : r->state == ST_DROPPING ? "dropped by us" : "closed");
 }
 
 /*

@@ -1,0 +1,255 @@
+/* The Redis connection: URL parsing, and against a real redis-server of
+ * its own (free port, own folder, stopped by pid): commands, a hung Redis
+ * caught by the command timeout, reconnecting after a restart. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cache/redis.h"
+
+Test(redis_url, forms)
+{
+    struct cache_redis_url u;
+    cr_assert_eq(cache_redis_parse_url("redis://127.0.0.1:6390", &u), 0);
+    cr_assert_str_eq(u.host, "127.0.0.1");
+    cr_assert_eq(u.port, 6390);
+    cr_assert_str_eq(u.password, "");
+    cr_assert_eq(u.db, 0);
+    cr_assert_eq(cache_redis_parse_url("redis://cache.internal", &u), 0);
+    cr_assert_str_eq(u.host, "cache.internal");
+    cr_assert_eq(u.port, 6379);
+    cr_assert_eq(cache_redis_parse_url("redis://:pw@h:1/3", &u), 0);
+    cr_assert_str_eq(u.password, "pw");
+    cr_assert_str_eq(u.host, "h");
+    cr_assert_eq(u.port, 1);
+    cr_assert_eq(u.db, 3);
+    cr_assert_eq(cache_redis_parse_url("redis://user:p%40ss@h", &u), 0);
+    cr_assert_str_eq(u.password, "p%40ss");
+    cr_assert_eq(cache_redis_parse_url("redis://[::1]:7000", &u), 0);
+    cr_assert_str_eq(u.host, "::1");
+    cr_assert_eq(u.port, 7000);
+    const char *bad[] = {"http://h", "redis://", "redis://:6379", "redis://h:0", "redis://h:70000", "redis://h:x",
+                         "redis://h/x", "redis://[::1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_eq(cache_redis_parse_url(bad[i], &u), -EINVAL, "%s", bad[i]);
+}
+
+/* --- against a real server ---------------------------------------------- */
+
+static pid_t redis_pid;
+static int redis_port;
+static char dir[64];
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof a;
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    getsockname(fd, (struct sockaddr *)&a, &n);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int can_connect(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)redis_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static void start_redis(void)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", redis_port);
+    redis_pid = fork();
+    cr_assert_neq(redis_pid, -1);
+    if (redis_pid == 0) {
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir, "--save", "",
+               "--appendonly", "no", "--logfile", "/dev/null", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200 && !can_connect(); i++)
+        usleep(20000);
+    cr_assert(can_connect(), "redis-server did not start (is it installed? scripts/deps.sh test)");
+}
+
+static void stop_redis(void)
+{
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGKILL);
+        waitpid(redis_pid, NULL, 0);
+        redis_pid = 0;
+    }
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/cohort-test-redis-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    redis_port = free_port();
+    start_redis();
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    stop_redis();
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    system(cmd);
+}
+
+struct probe {
+    uv_loop_t *loop;
+    struct cache_redis *r;
+    int replies, nulls, ups, downs;
+    long long last;
+    uv_timer_t timer;
+    int step;
+};
+
+static void on_state(void *arg, int up)
+{
+    struct probe *p = arg;
+    if (up)
+        p->ups++;
+    else
+        p->downs++;
+}
+
+static void on_reply(void *arg, redisReply *reply)
+{
+    struct probe *p = arg;
+    if (!reply) {
+        p->nulls++;
+        return;
+    }
+    p->replies++;
+    p->last = reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+}
+
+/* Runs the loop until cond holds or ms pass. */
+static int run_until(struct probe *p, int (*cond)(struct probe *), int ms)
+{
+    uint64_t end = uv_now(p->loop) + (uint64_t)ms;
+    while (!cond(p) && uv_now(p->loop) < end) {
+        uv_run(p->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+        uv_update_time(p->loop);
+    }
+    return cond(p);
+}
+
+static int is_up(struct probe *p) { return cache_redis_up(p->r); }
+static int is_down(struct probe *p) { return !cache_redis_up(p->r); }
+static int got_null(struct probe *p) { return p->nulls > 0; }
+static int got_reply(struct probe *p) { return p->replies > 0; }
+
+static void closed(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static struct cache_redis *connect_probe(struct probe *p, uv_loop_t *loop, int64_t timeout_ms)
+{
+    char url[64], err[128];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis_port);
+    struct cache_redis_opts o = {.url = url, .command_timeout_ms = timeout_ms, .on_state = on_state, .arg = p};
+    p->loop = loop;
+    p->r = cache_redis_new(loop, &o, err, sizeof err);
+    cr_assert_not_null(p->r, "%s", err);
+    cr_assert(run_until(p, is_up, 3000), "never connected");
+    return p->r;
+}
+
+static void incr(struct probe *p)
+{
+    const char *argv[] = {"INCRBY", "k", "5"};
+    cr_assert_eq(cache_redis_command(p->r, on_reply, p, 3, argv, NULL), 0);
+}
+
+static void close_probe(struct probe *p)
+{
+    int done = 0;
+    cache_redis_close(p->r, closed, &done);
+    uv_run(p->loop, UV_RUN_DEFAULT);
+    cr_assert(done, "close never finished");
+    cr_assert_eq(uv_loop_close(p->loop), 0, "a handle was left open");
+}
+
+TestSuite(redis, .init = setup, .fini = teardown, .timeout = 30);
+
+Test(redis, commands_and_a_clean_close)
+{
+    uv_loop_t loop;
+    struct probe p = {0};
+    uv_loop_init(&loop);
+    connect_probe(&p, &loop, 1000);
+    for (int i = 0; i < 100; i++)
+        incr(&p); /* pipelined: all leave in this iteration */
+    cr_assert_eq(cache_redis_pending(p.r), 100);
+    close_probe(&p); /* replies still due arrive before the close */
+    cr_assert_eq(p.replies, 100);
+    cr_assert_eq(p.last, 500);
+    cr_assert_eq(p.nulls, 0);
+}
+
+Test(redis, hung_server_hits_the_command_timeout_then_recovers)
+{
+    uv_loop_t loop;
+    struct probe p = {0};
+    uv_loop_init(&loop);
+    connect_probe(&p, &loop, 200);
+    kill(redis_pid, SIGSTOP);
+    incr(&p);
+    cr_assert(run_until(&p, got_null, 2000), "no failure after the command timeout");
+    cr_assert_eq(p.replies, 0);
+    cr_assert_eq(p.downs, 1);
+    const char *argv[] = {"PING"};
+    cr_assert_eq(cache_redis_command(p.r, on_reply, &p, 1, argv, NULL), -ENOTCONN, "refused while down");
+    kill(redis_pid, SIGCONT);
+    cr_assert(run_until(&p, is_up, 5000), "did not reconnect");
+    incr(&p);
+    cr_assert(run_until(&p, got_reply, 2000));
+    close_probe(&p);
+}
+
+Test(redis, restart_reconnects_with_backoff)
+{
+    uv_loop_t loop;
+    struct probe p = {0};
+    uv_loop_init(&loop);
+    connect_probe(&p, &loop, 1000);
+    stop_redis();
+    cr_assert(run_until(&p, is_down, 2000), "a killed Redis is noticed");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(700 * 1000); /* several failed attempts: 100, 200, 300 ms... */
+    start_redis();
+    cr_assert(run_until(&p, is_up, 5000), "did not reconnect");
+    cr_assert_eq(p.ups, 2);
+    incr(&p);
+    cr_assert(run_until(&p, got_reply, 2000));
+    cr_assert_eq(p.last, 5, "a new, empty Redis");
+    close_probe(&p);
+}
+
+Test(redis, close_while_down)
+{
+    uv_loop_t loop;
+    struct probe p = {0};
+    uv_loop_init(&loop);
+    connect_probe(&p, &loop, 1000);
+    stop_redis();
+    cr_assert(run_until(&p, is_down, 2000));
+    close_probe(&p);
+}

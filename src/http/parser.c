@@ -733,3 +733,236 @@ ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len)
     *len = dst;
     return HTTP_INCOMPLETE;
 }
+
+/* --- responses ---------------------------------------------------------- */
+
+/*
+ * The response head parser: the same forward scan as the request's, with
+ * its own status line and a stricter view of Transfer-Encoding (a proxy
+ * must frame what it forwards, so only "chunked" alone is accepted).
+ */
+static ssize_t rfail(struct http_response *res, const char *why)
+{
+    res->error = why;
+    return HTTP_ERROR;
+}
+
+static ssize_t rmore(const struct scan *s, struct http_response *res)
+{
+    return s->truncated ? rfail(res, "response head too large") : HTTP_INCOMPLETE;
+}
+
+/* "HTTP/1." DIGIT SP 3DIGIT [SP reason-phrase] line end. A missing SP
+ * before an empty reason is accepted, as RFC 9112 4 asks of recipients. */
+static ssize_t parse_status_line(struct scan *s, struct http_response *res)
+{
+    static const char proto[] = "HTTP/1.";
+    for (size_t i = 0; i < 7; i++, s->p++) {
+        if (s->p == s->end)
+            return rmore(s, res);
+        if (*s->p != proto[i])
+            return rfail(res, i < 5 ? "not an HTTP response" : "unsupported HTTP version");
+    }
+    if (s->p == s->end)
+        return rmore(s, res);
+    if (*s->p < '0' || *s->p > '9')
+        return rfail(res, "malformed HTTP version");
+    res->minor_version = *s->p++ - '0';
+    if (s->p == s->end)
+        return rmore(s, res);
+    if (*s->p++ != ' ')
+        return rfail(res, "malformed status line");
+    int code = 0;
+    for (int i = 0; i < 3; i++, s->p++) {
+        if (s->p == s->end)
+            return rmore(s, res);
+        if (*s->p < '0' || *s->p > '9')
+            return rfail(res, "malformed status code");
+        code = code * 10 + (*s->p - '0');
+    }
+    if (code < 100)
+        return rfail(res, "status code out of range");
+    res->status = code;
+    if (s->p == s->end)
+        return rmore(s, res);
+    res->reason = s->p;
+    if (*s->p == ' ') {
+        res->reason = ++s->p;
+        while (s->p < s->end && IN_SET(value_set, *s->p))
+            s->p++;
+        if (s->p == s->end)
+            return rmore(s, res);
+    }
+    res->reason_len = (uint32_t)(s->p - res->reason);
+    int r = line_end(s);
+    if (r < 0)
+        return rfail(res, "malformed status line");
+    return r == 0 ? rmore(s, res) : 0;
+}
+
+/* One field line: 1 stored, 0 at the blank line, or an HTTP_* code. */
+static ssize_t parse_rfield(struct scan *s, struct http_response *res)
+{
+    if (s->p == s->end)
+        return rmore(s, res);
+    if (*s->p == '\r' || *s->p == '\n') {
+        int r = line_end(s);
+        if (r < 0)
+            return rfail(res, "bare CR in header");
+        return r == 0 ? rmore(s, res) : 0;
+    }
+    if (*s->p == ' ' || *s->p == '\t')
+        return rfail(res, "obsolete line folding in header");
+    if (res->nheaders >= s->lim->max_headers || res->nheaders >= res->headers_cap)
+        return rfail(res, "too many header fields");
+    const char *name = s->p;
+    while (s->p < s->end && IN_SET(tchar_set, *s->p))
+        s->p++;
+    if (s->p == s->end)
+        return rmore(s, res);
+    if (*s->p != ':' || s->p == name)
+        return rfail(res, "malformed header field name");
+    const char *name_end = s->p++;
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t'))
+        s->p++;
+    const char *value = s->p;
+    while (s->p < s->end && IN_SET(value_set, *s->p))
+        s->p++;
+    if (s->p == s->end)
+        return rmore(s, res);
+    const char *value_end = s->p;
+    int r = line_end(s);
+    if (r < 0)
+        return rfail(res, *value_end == '\r' ? "bare CR in header" : "invalid character in header value");
+    if (r == 0)
+        return rmore(s, res);
+    while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t'))
+        value_end--;
+    struct http_header *h = &res->headers[res->nheaders++];
+    h->name = name;
+    h->name_len = (uint32_t)(name_end - name);
+    h->value = value;
+    h->value_len = (uint32_t)(value_end - value);
+    return 1;
+}
+
+/* Calls fn for each non-empty element of a comma-separated list. */
+static void each_element(const char *v, size_t n, void (*fn)(const char *t, size_t len, void *arg), void *arg)
+{
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t stop = i;
+        while (stop > start && (v[stop - 1] == ' ' || v[stop - 1] == '\t'))
+            stop--;
+        if (stop > start)
+            fn(v + start, stop - start, arg);
+    }
+}
+
+struct rsem {
+    int te_tokens, te_chunked; /* codings listed; how many were "chunked" */
+    int close, keep_alive, upgrade_token, upgrade_field;
+};
+
+static void rte_token(const char *t, size_t n, void *arg)
+{
+    struct rsem *sem = arg;
+    sem->te_tokens++;
+    if (n == 7 && eq_lower(t, "chunked", 7))
+        sem->te_chunked++;
+}
+
+static void rconn_token(const char *t, size_t n, void *arg)
+{
+    struct rsem *sem = arg;
+    if (n == 5 && eq_lower(t, "close", 5))
+        sem->close = 1;
+    else if (n == 10 && eq_lower(t, "keep-alive", 10))
+        sem->keep_alive = 1;
+    else if (n == 7 && eq_lower(t, "upgrade", 7))
+        sem->upgrade_token = 1;
+}
+
+/* Framing and connection handling from the fields (RFC 9112 6.1, 6.3, 9.3). */
+static ssize_t response_semantics(struct http_response *res)
+{
+    struct rsem sem = {0};
+    for (size_t i = 0; i < res->nheaders; i++) {
+        const struct http_header *h = &res->headers[i];
+        if (h->name_len == 14 && eq_lower(h->name, "content-length", 14)) {
+            if (parse_content_length(h->value, h->value_len, &res->content_length) < 0)
+                return rfail(res, "invalid or conflicting Content-Length");
+        } else if (h->name_len == 17 && eq_lower(h->name, "transfer-encoding", 17)) {
+            res->has_te = 1;
+            each_element(h->value, h->value_len, rte_token, &sem);
+        } else if (h->name_len == 10 && eq_lower(h->name, "connection", 10)) {
+            each_element(h->value, h->value_len, rconn_token, &sem);
+        } else if (h->name_len == 7 && eq_lower(h->name, "upgrade", 7)) {
+            sem.upgrade_field = 1;
+        }
+    }
+    if (res->has_te) {
+        /* a coding other than chunked could not be forwarded as it is */
+        if (sem.te_tokens != 1 || sem.te_chunked != 1)
+            return rfail(res, "unsupported transfer coding");
+        res->chunked = 1;
+        if (res->content_length >= 0)
+            sem.close = 1; /* both: Transfer-Encoding wins, the connection ends */
+        res->content_length = -1;
+    }
+    res->keep_alive = res->minor_version >= 1 ? !sem.close : sem.keep_alive && !sem.close;
+    res->upgrade = sem.upgrade_token && sem.upgrade_field;
+    return 0;
+}
+
+ssize_t http_parse_response(const char *buf, size_t len, size_t last_len, const struct http_limits *lim,
+                            struct http_response *res)
+{
+    if (last_len && last_len <= len && len <= lim->max_head && !has_head_end(buf, len, last_len))
+        return HTTP_INCOMPLETE;
+    struct http_header *h = res->headers;
+    size_t cap = res->headers_cap;
+    memset(res, 0, sizeof(*res));
+    res->headers = h;
+    res->headers_cap = cap;
+    res->content_length = -1;
+    struct scan s = {.p = buf, .buf = buf, .lim = lim};
+    s.truncated = len > lim->max_head;
+    s.end = buf + (s.truncated ? lim->max_head : len);
+    ssize_t r = parse_status_line(&s, res);
+    if (r)
+        return r;
+    while ((r = parse_rfield(&s, res)) == 1)
+        ;
+    if (r != 0)
+        return r;
+    if ((r = response_semantics(res)))
+        return r;
+    return s.p - buf;
+}
+
+enum http_body_kind http_response_body(const struct http_response *res, enum http_method request_method)
+{
+    if (res->status < 200 || res->status == 204 || res->status == 304 || request_method == HTTP_HEAD)
+        return HTTP_BODY_NONE;
+    if (res->chunked)
+        return HTTP_BODY_CHUNKED;
+    if (res->content_length >= 0)
+        return HTTP_BODY_LENGTH;
+    return HTTP_BODY_CLOSE;
+}
+
+int http_find_response_header(const struct http_response *res, const char *name, size_t name_len, size_t from)
+{
+    for (size_t i = from; i < res->nheaders; i++) {
+        const struct http_header *h = &res->headers[i];
+        if (h->name_len == name_len && strncasecmp(h->name, name, name_len) == 0)
+            return (int)i;
+    }
+    return -1;
+}

@@ -15,6 +15,9 @@
  *
  * Bodies are decoded by http_chunked_decode() (in place) or counted from
  * Content-Length by the caller.
+ *
+ * Responses (http_parse_response) follow the same contract; a proxy uses
+ * them to read what an upstream server answers.
  */
 #ifndef COHORT_HTTP_PARSER_H
 #define COHORT_HTTP_PARSER_H
@@ -137,5 +140,54 @@ struct http_chunked {
 };
 
 ssize_t http_chunked_decode(struct http_chunked *dec, char *buf, size_t *len);
+
+/* --- responses (what a proxy reads from an upstream server) ------------ */
+
+/* How a response's body is delimited (RFC 9112 6.3). */
+enum http_body_kind {
+    HTTP_BODY_NONE,    /* 1xx, 204, 304, or the answer to HEAD */
+    HTTP_BODY_LENGTH,  /* Content-Length bytes */
+    HTTP_BODY_CHUNKED, /* chunked coding: decode with http_chunked_decode() */
+    HTTP_BODY_CLOSE    /* everything until the server closes the connection */
+};
+
+struct http_response {
+    int minor_version;      /* HTTP/1.<minor> */
+    int status;             /* 100..999 */
+    const char *reason;     /* reason phrase, may be empty */
+    uint32_t reason_len;
+
+    /* fields: the caller provides the array and its capacity */
+    struct http_header *headers;
+    size_t nheaders;
+    size_t headers_cap;
+
+    int64_t content_length; /* -1 when absent (or overridden by Transfer-Encoding) */
+    unsigned chunked : 1;   /* Transfer-Encoding with chunked last */
+    unsigned has_te : 1;    /* Transfer-Encoding present (chunked or not) */
+    unsigned keep_alive : 1;/* the connection may carry another request */
+    unsigned upgrade : 1;   /* Connection: upgrade with an Upgrade field */
+
+    const char *error;      /* on HTTP_ERROR: a short sentence, for logs */
+};
+
+/*
+ * Parses a response head from buf[0..len), with the same incremental
+ * contract as http_parse_request(): the head's length, HTTP_INCOMPLETE, or
+ * HTTP_ERROR with res->error set (a head longer than lim->max_head, more
+ * than lim->max_headers fields, a malformed status line or field, or
+ * conflicting Content-Length values). lim->max_uri and max_body are not
+ * used. A 1xx head is complete by itself: the final response follows it.
+ * A Transfer-Encoding field overrides Content-Length (which is then
+ * reported as -1) and makes keep_alive 0, as RFC 9112 6.3 asks of a proxy.
+ */
+ssize_t http_parse_response(const char *buf, size_t len, size_t last_len, const struct http_limits *lim,
+                            struct http_response *res);
+
+/* How the body of a parsed response is framed, given the request's method. */
+enum http_body_kind http_response_body(const struct http_response *res, enum http_method request_method);
+
+/* Finds a field of a response by name (case-insensitive): index or -1. */
+int http_find_response_header(const struct http_response *res, const char *name, size_t name_len, size_t from);
 
 #endif

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 enum stmt_id {
     S_PRODUCT_GET,
@@ -159,6 +160,23 @@ static void conn_free(struct db_conn *c)
     free(c);
 }
 
+/*
+ * Waiting for another process's write lock. SQLite's own busy_timeout
+ * sleeps up to 100 ms at a time, far longer than the lock is held (one
+ * batch commit: about a millisecond), which made waiting writers lose whole
+ * tens of milliseconds. Short sleeps, up to DB_BUSY_TIMEOUT_MS in all.
+ */
+#define BUSY_SLEEP_US 200
+
+static int busy_wait(void *arg, int calls)
+{
+    (void)arg;
+    if ((int64_t)calls * BUSY_SLEEP_US >= (int64_t)DB_BUSY_TIMEOUT_MS * 1000)
+        return 0;
+    usleep(BUSY_SLEEP_US);
+    return 1;
+}
+
 /* Opens a connection with the per-connection settings (the journal mode is
  * the file's, set once by db_open). */
 static int conn_open(const char *path, struct db_conn **out)
@@ -169,7 +187,7 @@ static int conn_open(const char *path, struct db_conn **out)
     int rc = sqlite3_open_v2(path, &c->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_busy_timeout(c->h, DB_BUSY_TIMEOUT_MS);
+        rc = sqlite3_busy_handler(c->h, busy_wait, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(c->h, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {

@@ -1,0 +1,355 @@
+"""Reload (issue 5): under load in every schedule mode, by SIGHUP, with a bad
+config, with a key that needs a restart, with a new binary on disk, and with
+a replacement that never becomes ready."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import free_port
+from opsutil import assert_no_failures, ops, ops_bin, pid_alive, short_get, wait_for, wrk  # noqa: F401 - fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
+RELOADED_RE = re.compile(r"^reloaded: 2 worker\(s\) replaced, (\d+) request\(s\) failed meanwhile")
+
+
+def serves(port, n=10):
+    for _ in range(n):
+        r = short_get(port, "/")
+        assert r.status == 200 and r.body == b"Hello World\n", r
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_reload_under_load_drops_nothing(ops, wrk, schedule):
+    """wrk -t1 -c32 for 6 s; 3 `cohort reload` meanwhile: each replaces both
+    workers and says so; wrk sees no non-2xx answer and no socket error."""
+    s = ops({"schedule": schedule})
+    pids0 = s.ready_pids()
+    assert len(pids0) == 2
+    w = wrk(s.port, "/", connections=32, seconds=6)
+    time.sleep(1.0)
+    seen = set(pids0)
+    for i in range(3):
+        rc, out, err = s.cli("reload")
+        assert rc == 0, "reload %d: rc %d\n%s%s" % (i, rc, out, err)
+        m = RELOADED_RE.match(out.strip())
+        assert m, "reload %d said %r" % (i, out + err)
+        assert int(m.group(1)) == 0, "the master counted failed requests during reload %d: %r" % (i, out)
+        now = s.ready_pids()
+        assert len(now) == 2 and not (set(now) & seen), "reload %d kept a worker: %s -> %s" % (i, seen, now)
+        seen |= set(now)
+        time.sleep(1.2)
+    res = w.result()
+    assert_no_failures(res, "wrk over 3 reloads (schedule %s)" % schedule)
+    assert res["requests"] > 2000, "too little load to mean anything: %d requests" % res["requests"]
+    s.wait_settled()
+    assert len(s.workers()) == 2, "old workers still running: %s" % s.workers()
+    assert len(re.findall(r"replaced by pid \d+ \(reload\)", s.log())) == 6
+
+
+def test_sighup_reloads(ops):
+    s = ops()
+    pids0 = s.ready_pids()
+    s.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reloaded: 2 worker(s) replaced" in s.log(), 10), s.log()
+    assert "SIGHUP: reloading" in s.log()
+    s.wait_settled()
+    pids1 = s.ready_pids()
+    assert not set(pids1) & set(pids0), (pids0, pids1)
+    serves(s.port)
+
+
+def test_concurrent_reload_requests_are_all_answered(ops):
+    """Three `cohort reload` at once: one runs, the others queue; each
+    client gets an answer that says the workers were replaced."""
+    s = ops()
+    pids0 = s.ready_pids()
+    results = [None] * 3
+
+    def run(i):
+        results[i] = s.cli("reload", timeout=60)
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in ts:
+        t.start()
+    s.signal(signal.SIGHUP)
+    for t in ts:
+        t.join(70)
+    for i, (rc, out, err) in enumerate(results):
+        assert rc == 0 and RELOADED_RE.match(out.strip()), "client %d: rc %d %r %r" % (i, rc, out, err)
+    s.wait_settled()
+    assert not set(s.ready_pids()) & set(pids0)
+    serves(s.port)
+
+
+def config_text_with(s, path, value):
+    """The server's config as indented JSON with the key at `path` set to
+    `value`, and the (line, column) where the value (or the key, when
+    `at_key`) starts."""
+    cfg = json.loads(json.dumps(s.config))
+    node = cfg
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    text = json.dumps(cfg, indent=2) + "\n"
+    needle = '"%s": %s' % (path[-1], json.dumps(value))
+    for n, line in enumerate(text.splitlines(), 1):
+        i = line.find(needle)
+        if i >= 0:
+            return text, n, i + 1, i + 1 + len('"%s": ' % path[-1])
+    raise AssertionError("not found")
+
+
+def test_bad_config_on_reload_keeps_serving(ops):
+    s = ops()
+    pids0 = s.ready_pids()
+    good = open(s.config_path).read()
+
+    # a bad value through the command
+    text, line, key_col, val_col = config_text_with(s, ["server", "port"], "x")
+    s.write_config(text=text)
+    rc, out, err = s.cli("reload")
+    assert rc != 0, "a reload with a bad config exited 0: %r %r" % (out, err)
+    want = "cohort.json:%d:%d: server.port:" % (line, val_col)
+    assert want in err, "the answer does not point at the value (%s): %r" % (want, out + err)
+    assert "not an integer" in err, err
+    assert s.ready_pids() == pids0, "a refused reload replaced workers"
+    serves(s.port)
+
+    # an unknown key through SIGHUP: the master's log says why
+    text, line, key_col, _ = config_text_with(s, ["workerz"], 3)
+    s.write_config(text=text)
+    s.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload refused" in s.log(), 5), s.log()
+    refused = [l for l in s.log().splitlines() if "reload refused" in l][0]
+    assert "still serving the old config" in refused, refused
+    assert "cohort.json:%d:%d: workerz: unknown key" % (line, key_col) in refused, refused
+    assert s.ready_pids() == pids0
+    serves(s.port)
+    st = s.status()
+    assert st["master"]["reloading"] is False
+
+    # fixed: the next reload works
+    s.write_config(text=good)
+    rc, out, err = s.cli("reload")
+    assert rc == 0 and RELOADED_RE.match(out.strip()), (rc, out, err)
+    assert not set(s.ready_pids()) & set(pids0)
+    serves(s.port)
+
+
+def test_bad_config_reload_exit_code_is_1(ops):
+    """control.c documents `reload` exit codes as 0 done, 1 failed, 3 no
+    master; a refused reload is a failed reload."""
+    s = ops()
+    text, _, _, _ = config_text_with(s, ["server", "port"], "x")
+    s.write_config(text=text)
+    rc, out, err = s.cli("reload")
+    assert rc == 1, "cohort reload with an invalid config exited %d (expected 1 = failed): %r" % (rc, out + err)
+
+
+def test_non_reloadable_key_is_left_as_it_was(ops):
+    s = ops()
+    pids0 = s.ready_pids()
+    old_port = s.port
+    new_port = free_port()
+    cfg = json.loads(json.dumps(s.config))
+    cfg["server"]["port"] = new_port
+    s.write_config(cfg)
+    rc, out, err = s.cli("reload")
+    assert rc == 0, (rc, out, err)
+    assert "2 worker(s) replaced" in out, out
+    assert "server.port" in out and "left as it was" in out, "the answer does not name the kept key: %r" % out
+    s.wait_settled()
+    assert not set(s.ready_pids()) & set(pids0)
+    serves(old_port)
+    with pytest.raises(ConnectionRefusedError):
+        short_get(new_port, "/")
+    st = s.status()
+    assert st["master"]["port"] == old_port
+
+
+def unanswered(port, n=12):
+    """How many of n new connections get no answer to GET / within 1 s."""
+    bad = 0
+    for _ in range(n):
+        try:
+            r = short_get(port, "/", timeout=1)
+            assert r.status == 200, r
+        except (TimeoutError, OSError):
+            bad += 1
+    return bad
+
+
+@pytest.mark.parametrize("schedule", ["reuseport", "round_robin"])
+def test_reload_changes_worker_count(ops, schedule):
+    """workers 2 -> 3 -> 1 by reload; every new connection is answered.
+    (With reuseport, the sockets of slots no longer in use must close, or
+    the kernel keeps queueing connections on them.)"""
+    s = ops({"schedule": schedule}, workers=2)
+    cfg = json.loads(json.dumps(s.config))
+    cfg["workers"] = 3
+    s.write_config(cfg)
+    rc, out, err = s.cli("reload")
+    assert rc == 0 and "3 worker(s) replaced" in out, (rc, out, err)
+    s.wait_settled(3)
+    assert sorted(s.ready_workers()) == [0, 1, 2]
+    assert unanswered(s.port) == 0
+    cfg["workers"] = 1
+    s.write_config(cfg)
+    rc, out, err = s.cli("reload")
+    assert rc == 0 and "1 worker(s) replaced" in out, (rc, out, err)
+    s.wait_settled(1)
+    assert sorted(s.ready_workers()) == [0]
+    n = unanswered(s.port)
+    assert n == 0, "after a reload from 3 workers to 1, %d of 12 new connections got no answer in 1 s" % n
+
+
+# --- a new binary on disk -----------------------------------------------------
+
+NEW_VERSION = "0.1.0-reloaded"
+
+
+@pytest.fixture(scope="module")
+def new_build(tmp_path_factory):
+    """build/cohort as built from this tree with another VERSION."""
+    d = str(tmp_path_factory.mktemp("newbuild"))
+    shutil.copytree(os.path.join(REPO, "src"), os.path.join(d, "src"))
+    shutil.copy(os.path.join(REPO, "Makefile"), d)
+    with open(os.path.join(d, "VERSION"), "w") as f:
+        f.write(NEW_VERSION + "\n")
+    p = subprocess.run(["make", "-j2", "build/cohort"], cwd=d, capture_output=True, timeout=300,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, "building the new binary failed:\n" + p.stderr.decode()[-3000:]
+    b = os.path.join(d, "build", "cohort")
+    out = subprocess.run([b, "--version"], capture_output=True).stdout.decode().strip()
+    assert out == "cohort " + NEW_VERSION, out
+    return b
+
+
+def install(src, dst):
+    """Replaces dst as a deploy does: a copy under a temp name, then rename."""
+    tmp = dst + ".new"
+    shutil.copy(src, tmp)
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, dst)
+
+
+def own_binary(s_dir):
+    d = os.path.join(s_dir, "bin")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "cohort")
+    install(ops_bin(), path)
+    return path
+
+
+def test_reload_picks_up_new_binary(ops, new_build, wrk):
+    old_version = subprocess.run([ops_bin(), "--version"], capture_output=True).stdout.decode().split()[1]
+    assert old_version != NEW_VERSION
+    import tempfile
+    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
+    try:
+        path = own_binary(d)
+        s = ops(binary=path)
+        st = s.status()
+        assert st["master"]["version"] == old_version
+        assert [w["version"] for w in st["workers"]] == [old_version] * 2
+        pids0 = s.ready_pids()
+        install(new_build, path)
+        w = wrk(s.port, "/", connections=16, seconds=3)
+        time.sleep(0.5)
+        rc, out, err = s.cli("reload")
+        assert rc == 0 and RELOADED_RE.match(out.strip()), (rc, out, err)
+        assert_no_failures(w.result(), "wrk during a reload to a new binary")
+        s.wait_settled()
+        st = s.status()
+        assert [w["version"] for w in st["workers"]] == [NEW_VERSION] * 2, st["workers"]
+        assert st["master"]["version"] == old_version  # the master itself is not replaced
+        assert not set(s.ready_pids()) & set(pids0)
+        for pid in s.ready_pids():
+            exe = os.readlink("/proc/%d/exe" % pid)
+            assert exe == path, exe
+        serves(s.port)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_replacement_never_ready_stops_the_reload(ops):
+    """The binary on disk never reports ready (a script that sleeps):
+    after ready_timeout the reload stops, says so, exits 1, and the old
+    workers keep serving; with the binary back a reload works."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
+    try:
+        path = own_binary(d)
+        s = ops({"ready_timeout": "1s"}, binary=path)
+        s.worker_deaths_ok = False
+        pids0 = s.ready_pids()
+        hang = os.path.join(d, "hang.sh")
+        with open(hang, "w") as f:
+            f.write("#!/bin/sh\nexec sleep 60\n")
+        install(hang, path)
+        t0 = time.monotonic()
+        rc, out, err = s.cli("reload", timeout=30)
+        took = time.monotonic() - t0
+        assert rc == 1, "reload with a replacement that never gets ready: rc %d %r %r" % (rc, out, err)
+        assert "did not become ready" in err and "ready_timeout" in err, err
+        assert "0 worker(s) replaced" in err, err
+        assert 0.9 <= took < 6, "the reload took %.1f s with ready_timeout 1s" % took
+        assert s.ready_pids() == pids0
+        serves(s.port)
+        # the hanging replacement was killed, nothing else is left
+        assert wait_for(lambda: sorted(s.workers()) == sorted(pids0), 3), (s.workers(), pids0)
+        st = s.status()
+        assert st["master"]["reloading"] is False and len(st["workers"]) == 2
+        install(ops_bin(), path)
+        rc, out, err = s.cli("reload")
+        assert rc == 0 and RELOADED_RE.match(out.strip()), (rc, out, err)
+        s.wait_settled()
+        assert not set(s.ready_pids()) & set(pids0)
+        serves(s.port)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_reuseport_connections_queued_on_replaced_workers_socket_are_served(ops):
+    """reuseport: worker 0 is frozen (SIGSTOP), so connections the kernel
+    put on its socket wait in its accept queue. A reload replaces it: the
+    replacement takes over the same socket and answers them, none is reset,
+    even before the old one wakes up."""
+    from rawhttp import Conn, get
+    s = ops({"schedule": "reuseport"}, workers=2)
+    old0 = s.ready_workers()[0]["pid"]
+    os.kill(old0, signal.SIGSTOP)
+    conns = []
+    try:
+        for _ in range(24):
+            c = Conn(s.port, timeout=5)
+            c.send(get("/", headers=[("Connection", "close")]))
+            conns.append(c)
+        time.sleep(0.3)
+        pending = []
+        for c in conns:
+            try:
+                assert c.read_response(timeout=0.1).status == 200
+            except TimeoutError:
+                pending.append(c)
+        assert pending, "no connection landed on the frozen worker's socket (of 24)"
+        rc, out, err = s.cli("reload")
+        assert rc == 0 and RELOADED_RE.match(out.strip()), (rc, out, err)
+        for c in pending:
+            r = c.read_response(timeout=3)  # raises Closed on a reset
+            assert r.status == 200, r
+        assert pid_alive(old0), "the frozen worker is gone already"
+    finally:
+        os.kill(old0, signal.SIGCONT)
+        for c in conns:
+            c.close()
+    assert wait_for(lambda: not pid_alive(old0), 5), "the old worker did not drain after SIGCONT"
+    s.wait_settled()

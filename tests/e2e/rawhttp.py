@@ -291,3 +291,15 @@ DATE_RE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
 def parse_http_date(s):
     assert DATE_RE.match(s), "not an IMF-fixdate: %r" % s
     return email.utils.parsedate_to_datetime(s).timestamp()
+
+
+def wait_for(pred, timeout, step=0.05):
+    """Polls pred until it returns something true or timeout seconds pass;
+    returns pred's last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()

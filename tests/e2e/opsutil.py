@@ -94,7 +94,8 @@ class OpsServer(Server):
         # still finds the master while a test has broken the real config
         self.ctl_config_path = os.path.join(self.workdir, "ctl.json")
         with open(self.ctl_config_path, "w") as f:
-            json.dump({"server": {"port": self.port}, "control": self.config["control"]}, f)
+            json.dump(dict({"server": {"port": self.port}},
+                           **({"control": self.config["control"]} if "control" in self.config else {})), f)
         self.errf = open(self.stderr_path, "ab")
         self.t_start = time.monotonic()
         self.proc = subprocess.Popen([self.binary or ops_bin(), "serve", "-c", self.config_path] + self.args,
@@ -116,13 +117,16 @@ class OpsServer(Server):
 
     @property
     def ctl_socket(self):
-        return self.config["control"]["socket"]
+        if "control" in self.config:
+            return self.config["control"]["socket"]
+        run = (self.env or {}).get("XDG_RUNTIME_DIR") or os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+        return os.path.join(run, "cohort-%d.sock" % self.port)
 
     # --- the control client -------------------------------------------
     def cli(self, *args, timeout=60, binary=None, config=None):
         """Runs `cohort ARGS -c <config>` in the server's directory: (rc, stdout, stderr)."""
         p = subprocess.run([binary or ops_bin()] + list(args) + ["-c", config or self.config_path], cwd=self.workdir,
-                           capture_output=True, timeout=timeout, env=clean_env(), stdin=subprocess.DEVNULL)
+                           capture_output=True, timeout=timeout, env=clean_env(self.env), stdin=subprocess.DEVNULL)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
     def status(self):
@@ -159,7 +163,10 @@ def ops_config(workdir, port, overrides=None, workers=2):
         "routes": [{"path": "/static/*", "handler": "static", "root": root}],
         "control": {"socket": os.path.join(workdir, "ctl.sock"), "pid_file": os.path.join(workdir, "cohort.pid")},
     }
-    return deep_merge(cfg, overrides or {})
+    cfg = deep_merge(cfg, overrides or {})
+    if cfg.get("control") is None:  # {"control": None}: the defaults derived from the port
+        cfg.pop("control", None)
+    return cfg
 
 
 @pytest.fixture

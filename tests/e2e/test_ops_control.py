@@ -381,3 +381,35 @@ def test_usr1_reopens_access_log_of_reloaded_workers(ops):
 def short_get_id(port, rid):
     from rawhttp import exchange
     return exchange(port, get("/", headers=[("Connection", "close"), ("X-Request-Id", rid)]))
+
+
+def test_default_control_paths_follow_the_port(ops, tmp_path):
+    """Without control.*, the socket and pid file are
+    $XDG_RUNTIME_DIR/cohort-<port>.sock|.pid: two instances run side by
+    side and `cohort status` with each config finds its own master; the
+    socket is mode 0600."""
+    run = tempfile.mkdtemp(prefix="cohort-ops-xdg-", dir="/tmp")
+    ops.dirs.append(run)
+    env = {"XDG_RUNTIME_DIR": run}
+    a = ops({"control": None}, env=env)
+    b = ops({"control": None}, env=env)
+    for s in (a, b):
+        sock = os.path.join(run, "cohort-%d.sock" % s.port)
+        assert stat_mode(sock) == 0o600, oct(stat_mode(sock))
+        assert open(os.path.join(run, "cohort-%d.pid" % s.port)).read().strip() == str(s.pid)
+        p = subprocess.run([ops_bin(), "status", "--json", "-c", s.config_path], capture_output=True, timeout=10,
+                           env=dict(os.environ, **env))
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["master"]["pid"] == s.pid
+    # a.stop leaves b's files alone
+    reaper = reaping(a)
+    p = subprocess.run([ops_bin(), "stop", "-c", a.config_path], capture_output=True, timeout=30,
+                       env=dict(os.environ, **env))
+    assert p.returncode == 0, p.stderr
+    reaper.join(5)
+    assert sorted(os.listdir(run)) == ["cohort-%d.pid" % b.port, "cohort-%d.sock" % b.port]
+
+
+def stat_mode(path):
+    import stat
+    return stat.S_IMODE(os.stat(path).st_mode)

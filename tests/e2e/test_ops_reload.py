@@ -353,3 +353,143 @@ def test_reuseport_connections_queued_on_replaced_workers_socket_are_served(ops)
             c.close()
     assert wait_for(lambda: not pid_alive(old0), 5), "the old worker did not drain after SIGCONT"
     s.wait_settled()
+
+
+# --- replacements that take a while to get ready ----------------------------------
+
+def slow_start_server(ops, overrides, delay):
+    """A server started from its own copy of build/cohort-test, whose binary
+    on disk is then a wrapper that waits `delay` s before exec'ing the real
+    one: every replacement a reload or recycle starts takes that long to get
+    ready (as an app with a slow start would)."""
+    import tempfile
+    from opsutil import cohort_test_bin
+    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
+    ops.dirs.append(d)
+    real = os.path.join(d, "real")
+    install(cohort_test_bin(), real)
+    path = os.path.join(d, "cohort")
+    install(real, path)
+    s = ops(overrides, binary=path)
+    wrapper = os.path.join(d, "wrapper.sh")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nsleep %s\nexec %s "$@"\n' % (delay, real))
+    install(wrapper, path)
+    return s
+
+
+def test_reload_status_failed_count_and_queued_hup(ops):
+    """During a (slow) reload: status says reloading and shows the starting
+    replacement; 500s answered meanwhile are counted in the reload's answer;
+    a SIGHUP meanwhile is queued and runs after it."""
+    from rawhttp import Conn, get
+    s = slow_start_server(ops, {"schedule": "round_robin"}, 0.8)
+    pids0 = s.ready_pids()
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=s.cli("reload", timeout=60)))
+    t.start()
+    st = wait_for(lambda: (lambda j: j["master"]["reloading"] and j)(s.status()), 2, 0.02)
+    assert st, "status never said reloading"
+    assert [w["state"] for w in st["workers"]].count("starting") == 1, st["workers"]
+    with Conn(s.port) as c:
+        for _ in range(5):
+            c.send(get("/__test/fail"))
+            assert c.read_response().status == 500
+    s.signal(signal.SIGHUP)
+    t.join(30)
+    rc, out, err = box["r"]
+    assert rc == 0, (rc, out, err)
+    m = RELOADED_RE.match(out.strip())
+    assert m, out
+    assert int(m.group(1)) == 5, "5 requests failed (500) during the reload; it said %r" % out
+    assert wait_for(lambda: s.log().count("reloaded: 2 worker(s) replaced") == 2, 10), s.log()
+    log = s.log()
+    assert "SIGHUP during a reload: queued" in log and "starting the reload that was queued" in log, log
+    s.wait_settled()
+    assert len(re.findall(r"replaced by pid \d+ \(reload\)", s.log())) == 4
+    assert not set(s.ready_pids()) & set(pids0)
+
+
+def test_reload_while_a_recycle_is_under_way(ops):
+    """Worker 0 asked to be recycled (max_errors) and its replacement is
+    still starting when `cohort reload` arrives: the reload must still
+    replace every worker (wait for the recycle, or take it over), not fail."""
+    from rawhttp import Conn, get
+    from opsutil import whoami
+    s = slow_start_server(ops, {"schedule": "round_robin", "max_errors": 3, "error_window": "10s"}, 1.5)
+    conns = [Conn(s.port) for _ in range(2)]
+    try:
+        ids = [whoami(c)[0] for c in conns]
+        assert sorted(ids) == [0, 1], ids
+        c = conns[ids.index(0)]
+        for _ in range(3):
+            c.send(get("/__test/fail"))
+            assert c.read_response().status == 500
+    finally:
+        for c in conns:
+            c.close()
+    assert wait_for(lambda: re.search(r"worker 0 started \(pid \d+\) as a replacement", s.log()), 3), s.log()
+    rc, out, err = s.cli("reload", timeout=60)
+    assert rc == 0 and "2 worker(s) replaced" in out, \
+        "cohort reload during worker 0's recycle: rc %d, %r" % (rc, (out + err).strip())
+    s.wait_settled()
+
+
+# --- keys that need a restart --------------------------------------------------------
+
+def reload_with(s, **changes):
+    cfg = json.loads(json.dumps(s.config))
+    for dotted, v in changes.items():
+        node = cfg
+        parts = dotted.split("__")
+        for k in parts[:-1]:
+            node = node.setdefault(k, {})
+        node[parts[-1]] = v
+    s.write_config(cfg)
+    return s.cli("reload")
+
+
+def test_reload_names_every_key_that_needs_a_restart(ops):
+    """server.port and schedule both changed: the answer names both."""
+    s = ops({"schedule": "reuseport"})
+    rc, out, err = reload_with(s, server__port=free_port(), schedule="round_robin")
+    assert rc == 0, (rc, out, err)
+    assert "server.port" in out and "schedule" in out, "not every kept key is named: %r" % out
+    assert s.status()["master"]["schedule"] == "reuseport"
+    serves(s.port)
+
+
+def test_reload_leaves_admin_listener_as_it_was(ops):
+    """admin.port cannot change by reload (docs/config.md: Reloadable no):
+    a reload that sets it to 0 names it and the admin listener keeps
+    answering /metrics."""
+    from rawhttp import exchange, get
+    ap = free_port()
+    s = ops({"admin": {"port": ap}})
+    assert exchange(ap, get("/metrics")).status == 200
+    rc, out, err = reload_with(s, admin__port=0)
+    assert rc == 0, (rc, out, err)
+    s.wait_settled()
+    for _ in range(4):
+        try:
+            r = exchange(ap, get("/metrics", headers=[("Connection", "close")]), timeout=2)
+        except TimeoutError:
+            raise AssertionError("after a reload with admin.port 0, the admin listener on %d (still bound by the "
+                                 "master) no longer answers; the reload said %r" % (ap, out))
+        assert r.status == 200, r
+    assert "admin.port" in out and "left as it was" in out, out
+
+
+def test_reload_leaves_error_log_as_it_was(ops):
+    """log.error cannot change by reload: the answer says it was left as it
+    was, so no process may start writing to the new file."""
+    s = ops()
+    rc, out, err = reload_with(s, log__error="err.log")
+    assert rc == 0, (rc, out, err)
+    assert "log.error" in out and "left as it was" in out, out
+    s.wait_settled()
+    serves(s.port)
+    s.signal(signal.SIGHUP)  # the new workers log to stderr
+    assert wait_for(lambda: s.log().count("reloaded: 2 worker(s) replaced") == 2, 5)
+    path = os.path.join(s.workdir, "err.log")
+    assert not os.path.exists(path), "log.error was 'left as it was' but err.log now holds:\n%s" % open(path).read()

@@ -203,3 +203,29 @@ def test_stopped_worker_does_not_block_broadcasts(ops):
     assert j, "the stopped worker did not serve after SIGCONT"
     got = [m["data"]["i"] for m in j["received"] if m["from"] == wid]
     assert got and got == sorted(got), "delivered out of order or not at all: %s" % got
+
+
+def test_round_robin_skips_worker_at_max_connections(ops):
+    """max_connections 3: a worker holding 3 open connections is skipped;
+    new connections all go to the other one until it has room again."""
+    s = ops({"schedule": "round_robin", "max_connections": 3}, workers=2)
+    conns = [Conn(s.port) for _ in range(6)]
+    try:
+        by = {}
+        for c in conns:
+            by.setdefault(whoami(c)[1], []).append(c)
+        assert sorted(len(v) for v in by.values()) == [3, 3], {p: len(v) for p, v in by.items()}
+        full, free = list(by)
+        for c in by[free]:
+            c.close()
+        assert wait_for(lambda: {w["pid"]: w["connections"] for w in s.status()["workers"]} == {full: 3, free: 0},
+                        2), s.status()
+        got = [short_get(s.port, "/api/broadcast").json()["pid"] for _ in range(10)]
+        assert got == [free] * 10, "the worker at max_connections got %d of 10" % got.count(full)
+        by[full][0].close()
+        assert wait_for(lambda: {w["pid"]: w["connections"] for w in s.status()["workers"]}[full] == 2, 2)
+        got = [short_get(s.port, "/api/broadcast").json()["pid"] for _ in range(10)]
+        assert 4 <= got.count(full) <= 6, got
+    finally:
+        for c in conns:
+            c.close()

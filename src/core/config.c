@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <netdb.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -33,8 +34,8 @@
 
 /* --- the key table ---------------------------------------------------- */
 
-enum type { T_INT, T_DURATION, T_SIZE, T_ENUM, T_STRING, T_ROUTES };
-enum store { S_INT, S_I64, S_STR, S_ROUTES };
+enum type { T_INT, T_DURATION, T_SIZE, T_ENUM, T_STRING, T_ROUTES, T_BOOL, T_UPSTREAMS, T_SERVERS };
+enum store { S_INT, S_I64, S_STR, S_ROUTES, S_UPSTREAMS, S_SERVERS };
 
 #define F_RELOAD 1u   /* may change on reload without a restart */
 #define F_REQUIRED 2u /* route keys only: every route must set it */
@@ -63,6 +64,11 @@ struct key {
 #define TOP(f) offsetof(struct cfg, f)
 #define ROUTE(f) offsetof(struct cfg_route, f)
 #define ROUTE_PREFIX "routes[]."
+/* Keys of an upstream group and of one of its servers (see "upstreams"). */
+#define GROUP(f) offsetof(struct cfg_upstream, f)
+#define SERVER(f) offsetof(struct cfg_upstream_server, f)
+#define GROUP_PREFIX "upstreams.<name>."
+#define SERVER_PREFIX "upstreams.<name>.servers[]."
 
 /* The schedule is stored through an int pointer like the other enums. */
 _Static_assert(sizeof(enum cfg_schedule) == sizeof(int), "enum cfg_schedule must be int-sized");
@@ -77,13 +83,24 @@ static const char *check_file_path(const char *in, const char **out);
 static const char *check_log_target(const char *in, const char **out);
 static const char *check_redis_url(const char *in, const char **out);
 static const char *check_token(const char *in, const char **out);
+static const char *check_group_name(const char *in, const char **out);
+static const char *check_address(const char *in, const char **out);
+static const char *check_status(const char *in, const char **out);
+static const char *check_health_path(const char *in, const char **out);
+static const char *check_field_name(const char *in, const char **out);
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}; /* enum log_level order */
 static const char *const schedules[] = {"reuseport", "shared", "round_robin", "least_loaded",
                                           NULL}; /* enum cfg_schedule order */
 static const char *const handlers[] = {"static", "hello", "health",
                                         /* the shop's (src/app/shop.c) */
                                         "products", "product", "product_update", "cart_add", "cart",
-                                        "cart_remove", "ready", NULL};
+                                        "cart_remove", "ready",
+                                        /* the load balancer's (src/proxy/proxy.c) */
+                                        "proxy", NULL};
+static const char *const algorithms[] = {"round_robin", "least_conn", "random", "p2c", "hash",
+                                         NULL}; /* enum cfg_lb order */
+static const char *const hash_ons[] = {"client", "header", "cookie", NULL}; /* enum cfg_hash_on order */
+static const char *const apps[] = {"shop", "none", NULL};                   /* enum cfg_app order */
 
 static const struct key keys[] = {
     {.name = "server.host", .type = T_STRING, .store = S_STR, .off = TOP(host), .check = check_host,
@@ -194,6 +211,93 @@ static const struct key keys[] = {
     {.name = "admin_token", .type = T_STRING, .store = S_STR, .off = TOP(admin_token), .check = check_token,
      .flags = F_RELOAD, .bounds = "printable, no spaces",
      .desc = "When set, PUT /api/products/:id needs `Authorization: Bearer <token>`."},
+    {.name = "app", .type = T_ENUM, .store = S_INT, .off = TOP(app), .values = apps, .def = "shop",
+     .flags = F_RELOAD,
+     .desc = "Built-in routes beside the config's: shop adds /, /health, the shop API (docs/shop.md) and "
+             "/api/broadcast; none serves the config's routes only (what `cohort balance` uses)."},
+    {.name = "upstreams", .type = T_UPSTREAMS, .store = S_UPSTREAMS, .def = "{}", .flags = F_RELOAD,
+     .bounds = "object of groups by name", .desc = "Upstream groups that proxy routes forward to (docs/proxy.md)."},
+    {.name = GROUP_PREFIX "servers", .type = T_SERVERS, .store = S_SERVERS, .off = GROUP(servers),
+     .flags = F_RELOAD | F_REQUIRED, .bounds = "array of server objects, or of \"host:port\" strings",
+     .desc = "The group's servers."},
+    {.name = SERVER_PREFIX "address", .type = T_STRING, .store = S_STR, .off = SERVER(address),
+     .check = check_address, .flags = F_RELOAD | F_REQUIRED, .bounds = "host:port or [IPv6]:port",
+     .desc = "Where the server listens; a host name is resolved when the config is loaded (start, reload)."},
+    {.name = SERVER_PREFIX "weight", .type = T_INT, .store = S_INT, .off = SERVER(weight), .min = 1,
+     .max = 1000, .def = "1", .flags = F_RELOAD, .desc = "Share of the requests, relative to the others."},
+    {.name = SERVER_PREFIX "max_conns", .type = T_INT, .store = S_INT, .off = SERVER(max_conns), .min = 0,
+     .max = 1000000, .def = "0", .flags = F_RELOAD,
+     .desc = "Requests in flight to it per worker above which it is skipped; 0: no limit."},
+    {.name = SERVER_PREFIX "backup", .type = T_BOOL, .store = S_INT, .off = SERVER(backup), .def = "false",
+     .flags = F_RELOAD, .bounds = "true or false",
+     .desc = "Used only when no other server of the group can take the request."},
+    {.name = GROUP_PREFIX "algorithm", .type = T_ENUM, .store = S_INT, .off = GROUP(algorithm),
+     .values = algorithms, .def = "round_robin", .flags = F_RELOAD,
+     .desc = "How a server is picked: smooth weighted round robin, fewest requests in flight, weighted "
+             "random, the better of two random picks (p2c), or a consistent hash (hash.on)."},
+    {.name = GROUP_PREFIX "hash.on", .type = T_ENUM, .store = S_INT, .off = GROUP(hash_on), .values = hash_ons,
+     .def = "client", .flags = F_RELOAD,
+     .desc = "What the hash algorithm hashes: the client's address, a request header or a cookie (hash.name)."},
+    {.name = GROUP_PREFIX "hash.name", .type = T_STRING, .store = S_STR, .off = GROUP(hash_name),
+     .check = check_field_name, .flags = F_RELOAD, .bounds = "a header or cookie name",
+     .desc = "The header or cookie hashed; required when hash.on is header or cookie."},
+    {.name = GROUP_PREFIX "health.path", .type = T_STRING, .store = S_STR, .off = GROUP(health.path),
+     .check = check_health_path, .flags = F_RELOAD, .bounds = "starts with `/`",
+     .desc = "Active health checks: the master sends GET path to every server each interval; none: no checks."},
+    {.name = GROUP_PREFIX "health.interval", .type = T_DURATION, .store = S_I64,
+     .off = GROUP(health.interval_ms), .min = 100 * MS, .max = HOUR, .def = "5s", .flags = F_RELOAD,
+     .desc = "Time between two checks of a server."},
+    {.name = GROUP_PREFIX "health.timeout", .type = T_DURATION, .store = S_I64, .off = GROUP(health.timeout_ms),
+     .min = 10 * MS, .max = HOUR, .def = "3s", .flags = F_RELOAD,
+     .desc = "A check not answered within this fails."},
+    {.name = GROUP_PREFIX "health.fall", .type = T_INT, .store = S_INT, .off = GROUP(health.fall), .min = 1,
+     .max = 100, .def = "3", .flags = F_RELOAD, .desc = "Consecutive failed checks that mark a server down."},
+    {.name = GROUP_PREFIX "health.rise", .type = T_INT, .store = S_INT, .off = GROUP(health.rise), .min = 1,
+     .max = 100, .def = "2", .flags = F_RELOAD, .desc = "Consecutive passed checks that bring it back."},
+    {.name = GROUP_PREFIX "health.status", .type = T_STRING, .store = S_STR, .off = GROUP(health.status),
+     .check = check_status, .def = "2xx", .flags = F_RELOAD, .bounds = "codes, ranges or classes: 200,204 200-399 2xx",
+     .desc = "Statuses that pass a check."},
+    {.name = GROUP_PREFIX "passive.failures", .type = T_INT, .store = S_INT, .off = GROUP(passive.failures),
+     .min = 0, .max = 1000, .def = "5", .flags = F_RELOAD,
+     .desc = "Consecutive connect errors, resets and timeouts (seen by one worker) that eject a server; 0: never."},
+    {.name = GROUP_PREFIX "passive.on_5xx", .type = T_BOOL, .store = S_INT, .off = GROUP(passive.on_5xx),
+     .def = "false", .flags = F_RELOAD, .bounds = "true or false",
+     .desc = "5xx answers count as failures too."},
+    {.name = GROUP_PREFIX "passive.ejection_time", .type = T_DURATION, .store = S_I64,
+     .off = GROUP(passive.ejection_time_ms), .min = 100 * MS, .max = HOUR, .def = "30s", .flags = F_RELOAD,
+     .desc = "An ejected server is out for this times the number of times it was ejected."},
+    {.name = GROUP_PREFIX "passive.max_ejection_time", .type = T_DURATION, .store = S_I64,
+     .off = GROUP(passive.max_ejection_time_ms), .min = 100 * MS, .max = 24 * HOUR, .def = "300s",
+     .flags = F_RELOAD, .desc = "Longest ejection; a server fine for this long starts counting again from one."},
+    {.name = GROUP_PREFIX "passive.max_ejected_percent", .type = T_INT, .store = S_INT,
+     .off = GROUP(passive.max_ejected_percent), .min = 0, .max = 100, .def = "50", .flags = F_RELOAD,
+     .desc = "Never more than this share of the group's servers is ejected at once."},
+    {.name = GROUP_PREFIX "slow_start", .type = T_DURATION, .store = S_I64, .off = GROUP(slow_start_ms), .min = 0,
+     .max = HOUR, .def = "0s", .flags = F_RELOAD,
+     .desc = "A server that comes back gets its weight ramped up over this long; 0s: at once."},
+    {.name = GROUP_PREFIX "retries", .type = T_INT, .store = S_INT, .off = GROUP(retries), .min = 0, .max = 10,
+     .def = "2", .flags = F_RELOAD,
+     .desc = "Further attempts on other servers for a request that failed before any response byte, when safe."},
+    {.name = GROUP_PREFIX "retry_budget.percent", .type = T_INT, .store = S_INT,
+     .off = GROUP(retry_budget.percent), .min = 0, .max = 100, .def = "20", .flags = F_RELOAD,
+     .desc = "Retries in flight at most this share of the requests in flight (per worker)."},
+    {.name = GROUP_PREFIX "retry_budget.min", .type = T_INT, .store = S_INT, .off = GROUP(retry_budget.min),
+     .min = 0, .max = 100000, .def = "3", .flags = F_RELOAD,
+     .desc = "Retries in flight always allowed, whatever the share."},
+    {.name = GROUP_PREFIX "timeouts.connect", .type = T_DURATION, .store = S_I64, .off = GROUP(timeouts.connect_ms),
+     .min = MS, .max = HOUR, .def = "3s", .flags = F_RELOAD, .desc = "Connecting to a server (a retry may follow)."},
+    {.name = GROUP_PREFIX "timeouts.first_byte", .type = T_DURATION, .store = S_I64,
+     .off = GROUP(timeouts.first_byte_ms), .min = MS, .max = HOUR, .def = "60s", .flags = F_RELOAD,
+     .desc = "From the request sent to the response's first byte; then 504."},
+    {.name = GROUP_PREFIX "timeouts.idle", .type = T_DURATION, .store = S_I64, .off = GROUP(timeouts.idle_ms),
+     .min = MS, .max = 24 * HOUR, .def = "60s", .flags = F_RELOAD,
+     .desc = "Longest pause of a body (either way) or a WebSocket tunnel."},
+    {.name = GROUP_PREFIX "keepalive.size", .type = T_INT, .store = S_INT, .off = GROUP(keepalive.size), .min = 0,
+     .max = 100000, .def = "64", .flags = F_RELOAD,
+     .desc = "Idle keep-alive connections kept per worker per server; 0: a connection per request."},
+    {.name = GROUP_PREFIX "keepalive.idle_timeout", .type = T_DURATION, .store = S_I64,
+     .off = GROUP(keepalive.idle_ms), .min = MS, .max = HOUR, .def = "4s", .flags = F_RELOAD,
+     .desc = "An idle pooled connection is closed after this; keep it below the servers' own keep-alive timeout."},
     {.name = "routes", .type = T_ROUTES, .store = S_ROUTES, .def = "[]", .flags = F_RELOAD,
      .bounds = "array of route objects", .desc = "Routes served by built-in handlers."},
     {.name = ROUTE_PREFIX "path", .type = T_STRING, .store = S_STR, .off = ROUTE(path),
@@ -211,6 +315,9 @@ static const struct key keys[] = {
      .min = 0, .max = 24 * HOUR, .flags = F_RELOAD,
      .desc = "Response cache: GET answers (200, no Set-Cookie, no `Cache-Control: no-store`) are kept this "
              "long, keyed by method, path and query; written `\"cache\": {\"ttl\": 60}`."},
+    {.name = ROUTE_PREFIX "upstream", .type = T_STRING, .store = S_STR, .off = ROUTE(upstream),
+     .check = check_group_name, .flags = F_RELOAD, .bounds = "a group of upstreams; proxy only",
+     .desc = "The upstream group a proxy route forwards to."},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -223,6 +330,12 @@ size_t cfg_key_count(void)
 static bool is_route_key(const struct key *k)
 {
     return strncmp(k->name, ROUTE_PREFIX, strlen(ROUTE_PREFIX)) == 0;
+}
+
+/* A key of an element (a route, an upstream group, a server), not of struct cfg. */
+static bool is_top_key(const struct key *k)
+{
+    return !is_route_key(k) && strncmp(k->name, GROUP_PREFIX, strlen(GROUP_PREFIX)) != 0;
 }
 
 static int64_t load_num(const struct key *k, const void *base)
@@ -280,6 +393,115 @@ static const char *check_token(const char *in, const char **out)
     for (const char *p = in; *p; p++)
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
             return "must be printable, without spaces";
+    return NULL;
+}
+
+/* An upstream group's name: it appears in paths and in IPC messages. */
+static const char *check_group_name(const char *in, const char **out)
+{
+    size_t n = strlen(in);
+    *out = in;
+    if (n == 0 || n > 47)
+        return "must be 1 to 47 characters long";
+    if (strspn(in, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != n)
+        return "may hold only letters, digits, \"-\" and \"_\"";
+    return NULL;
+}
+
+/*
+ * "host:port" or "[ip6]:port". The host is resolved here, once per load
+ * (start and reload), and the address is stored as the numeric one, so
+ * workers (which load the effective config again) never resolve.
+ */
+static const char *check_address(const char *in, const char **out)
+{
+    static __thread char norm[80];
+    char host[256];
+    const char *colon = strrchr(in, ':');
+    size_t hlen = colon ? (size_t)(colon - in) : 0;
+    if (!colon || hlen == 0 || hlen >= sizeof host || !colon[1])
+        return "is not host:port (use e.g. \"10.0.0.5:3000\" or \"[::1]:3000\")";
+    memcpy(host, in, hlen);
+    host[hlen] = '\0';
+    if (host[0] == '[') {
+        if (hlen < 3 || host[hlen - 1] != ']')
+            return "is not host:port (an IPv6 address is written in brackets: \"[::1]:3000\")";
+        memmove(host, host + 1, hlen - 2);
+        host[hlen - 2] = '\0';
+    } else if (strchr(host, ':')) {
+        return "is not host:port (an IPv6 address is written in brackets: \"[::1]:3000\")";
+    }
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || errno || port < 1 || port > 65535 || !isdigit((unsigned char)colon[1]))
+        return "has a port that is not 1..65535";
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(host, NULL, &hints, &ai) != 0 || !ai)
+        return "names a host that does not resolve";
+    char ip[INET6_ADDRSTRLEN];
+    int v6 = ai->ai_family == AF_INET6;
+    const void *a = v6 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+                       : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+    inet_ntop(ai->ai_family, a, ip, sizeof ip);
+    freeaddrinfo(ai);
+    snprintf(norm, sizeof norm, v6 ? "[%s]:%ld" : "%s:%ld", ip, port);
+    *out = norm;
+    return NULL;
+}
+
+/* "2xx", "200", "200-399", or a comma list of those. */
+static const char *check_status(const char *in, const char **out)
+{
+    const char *p = in;
+    *out = in;
+    for (;;) {
+        int lo = 0, hi;
+        if (p[0] >= '1' && p[0] <= '5' && p[1] == 'x' && p[2] == 'x') {
+            p += 3;
+        } else {
+            for (int i = 0; i < 3; i++, p++)
+                if (!isdigit((unsigned char)*p))
+                    return "is not a list of statuses (use e.g. \"2xx\", \"200,204\" or \"200-399\")";
+            lo = atoi(p - 3);
+            if (*p == '-') {
+                hi = atoi(++p);
+                for (int i = 0; i < 3; i++, p++)
+                    if (!isdigit((unsigned char)*p))
+                        return "is not a list of statuses (use e.g. \"2xx\", \"200,204\" or \"200-399\")";
+                if (hi < lo)
+                    return "has a range that ends before it starts";
+            }
+            if (lo < 100)
+                return "has a status below 100";
+        }
+        if (!*p)
+            return NULL;
+        if (*p++ != ',')
+            return "is not a list of statuses (use e.g. \"2xx\", \"200,204\" or \"200-399\")";
+    }
+}
+
+static const char *check_health_path(const char *in, const char **out)
+{
+    *out = in;
+    if (in[0] != '/')
+        return "must start with \"/\"";
+    for (const char *p = in; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '#')
+            return "must not hold spaces, control characters or \"#\"";
+    return NULL;
+}
+
+/* A header or cookie name: an HTTP token. */
+static const char *check_field_name(const char *in, const char **out)
+{
+    *out = in;
+    if (!*in)
+        return "must not be empty";
+    for (const char *p = in; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+            return "is not a header or cookie name";
     return NULL;
 }
 
@@ -744,8 +966,18 @@ static int unknown_key(const struct ctx *x, const char *path, const char *elem);
 static int check_route(const struct ctx *x, const char *path, const struct cfg_route *r)
 {
     for (size_t i = 0; i < NKEYS; i++)
-        if ((keys[i].flags & F_REQUIRED) && !*str_field(&keys[i], r))
+        if (is_route_key(&keys[i]) && (keys[i].flags & F_REQUIRED) && !*str_field(&keys[i], r))
             return report(x, path, false, "%s is required", keys[i].name + strlen(ROUTE_PREFIX));
+    bool is_proxy = strcmp(r->handler, "proxy") == 0;
+    if (is_proxy != (r->upstream != NULL)) {
+        char *p = join(path, "upstream");
+        int rc = !p ? no_memory(x)
+                 : is_proxy ? report(x, path, false, "upstream is required when handler is \"proxy\"")
+                            : report(x, p, false, "not allowed when handler is \"%s\" (only \"proxy\" forwards)",
+                                     r->handler);
+        free(p);
+        return rc;
+    }
     bool is_static = strcmp(r->handler, "static") == 0;
     if (is_static && !r->root)
         return report(x, path, false, "root is required when handler is \"static\"");
@@ -855,9 +1087,26 @@ static int set_routes(struct ctx *x, const char *path, json_t *v, struct cfg *c)
     return 0;
 }
 
+static int set_bool(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
+{
+    if (!json_is_boolean(v))
+        return bad_type(x, path, v, "true or false");
+    store_num(k, base, json_is_true(v));
+    return 0;
+}
+
+static int set_upstreams(struct ctx *x, const char *path, json_t *v, struct cfg *c);
+static int set_servers(struct ctx *x, const char *path, json_t *v, struct cfg_upstream *g);
+
 static int set_key(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
 {
     switch (k->type) {
+    case T_BOOL:
+        return set_bool(x, k, path, v, base);
+    case T_UPSTREAMS:
+        return set_upstreams(x, path, v, base);
+    case T_SERVERS:
+        return set_servers(x, path, v, base);
     case T_INT:
         return set_int(x, k, path, v, base);
     case T_DURATION:
@@ -928,7 +1177,7 @@ static size_t suggest(const char *name, bool in_route, const char **best)
     size_t best_d = 1 + strlen(name) / 5 + 1, best_len = 0;
 
     for (size_t i = 0; i < NKEYS; i++) {
-        if (is_route_key(&keys[i]) != in_route)
+        if (in_route ? !is_route_key(&keys[i]) : !is_top_key(&keys[i]))
             continue;
         const char *c = keys[i].name + (in_route ? strlen(ROUTE_PREFIX) : 0);
         const char *dot = strchr(c, '.');
@@ -955,12 +1204,300 @@ static int unknown_key(const struct ctx *x, const char *path, const char *elem)
                   elem ? "." : "", (int)len, best);
 }
 
+/* --- upstream groups -------------------------------------------------- */
+
+/*
+ * "upstreams" is an object of groups by name; a group holds its keys
+ * (GROUP_PREFIX) and "servers", an array of server objects (SERVER_PREFIX)
+ * or of "host:port" strings. Both are elements like a route, but with
+ * defaults of their own, so they have their own walk: the keys of an
+ * element kind are those whose name continues its prefix with no "[".
+ */
+static bool in_elem(const struct key *k, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncmp(k->name, prefix, n) == 0 && !strchr(k->name + n, '[');
+}
+
+static const struct key *find_elem_key(const char *prefix, const char *rel)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (in_elem(&keys[i], prefix) && strcmp(keys[i].name + strlen(prefix), rel) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static bool is_elem_section(const char *prefix, const char *rel)
+{
+    size_t n = strlen(rel), pl = strlen(prefix);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (in_elem(&keys[i], prefix) && strncmp(keys[i].name + pl, rel, n) == 0 && keys[i].name[pl + n] == '.')
+            return true;
+    return false;
+}
+
+/* An unknown member of an element, with the nearest of its keys. */
+static int unknown_member(const struct ctx *x, const char *prefix, const char *path, const char *rel)
+{
+    size_t best_d = 1 + strlen(rel) / 5 + 1, best_len = 0, pl = strlen(prefix);
+    const char *best = NULL;
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (!in_elem(&keys[i], prefix))
+            continue;
+        const char *c = keys[i].name + pl, *dot = strchr(c, '.');
+        for (int pass = 0; pass < 2; pass++) {
+            size_t clen = pass == 0 ? strlen(c) : dot ? (size_t)(dot - c) : 0;
+            size_t d = clen ? score(rel, c, clen) : SIZE_MAX;
+            if (d < best_d)
+                best_d = d, best = c, best_len = clen;
+        }
+    }
+    if (!best_len)
+        return report(x, path, true, "unknown key");
+    return report(x, path, true, "unknown key (did you mean %.*s?)", (int)best_len, best);
+}
+
+static void free_servers(struct cfg_upstream_server *s, size_t n);
+
+static void free_elem(const char *prefix, void *base)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (!in_elem(&keys[i], prefix))
+            continue;
+        if (keys[i].store == S_STR)
+            free(*str_field(&keys[i], base));
+        else if (keys[i].store == S_SERVERS)
+            free_servers(((struct cfg_upstream *)base)->servers, ((struct cfg_upstream *)base)->nservers);
+    }
+}
+
+static void free_servers(struct cfg_upstream_server *s, size_t n)
+{
+    for (size_t i = 0; s && i < n; i++)
+        free_elem(SERVER_PREFIX, &s[i]);
+    free(s);
+}
+
+static void free_upstreams(struct cfg_upstream *g, size_t n)
+{
+    for (size_t i = 0; g && i < n; i++) {
+        free(g[i].name);
+        free_elem(GROUP_PREFIX, &g[i]);
+    }
+    free(g);
+}
+
+static json_t *text_value(const struct ctx *x, const struct key *k, const char *text, int *rc);
+
+static int elem_defaults(struct ctx *x, const char *prefix, void *base)
+{
+    const char *label = x->label;
+    int rc = 0;
+    x->label = "built-in default";
+    for (size_t i = 0; i < NKEYS && !rc; i++) {
+        if (!in_elem(&keys[i], prefix) || !keys[i].def)
+            continue;
+        json_t *v = text_value(x, &keys[i], keys[i].def, &rc);
+        if (!rc)
+            rc = set_key(x, &keys[i], keys[i].name, v, base);
+        json_decref(v);
+    }
+    x->label = label;
+    return rc;
+}
+
+static int nested_dotted(const struct ctx *x, const char *p, const char *name)
+{
+    const char *dot = strchr(name, '.');
+    return report(x, p, true, "unknown key (write it nested, as \"%.*s\": {\"%s\": ...})", (int)(dot - name),
+                  name, dot + 1);
+}
+
+/* One member of an element; `rel` is its name within it ("hash.on"). */
+static int set_elem_member(struct ctx *x, const char *prefix, const char *p, const char *rel, json_t *val,
+                           void *base)
+{
+    const struct key *k = find_elem_key(prefix, rel);
+    const char *name;
+    json_t *sub;
+    int rc = 0;
+
+    if (k)
+        return set_key(x, k, p, val, base);
+    if (!is_elem_section(prefix, rel))
+        return unknown_member(x, prefix, p, rel);
+    if (!json_is_object(val))
+        return bad_type(x, p, val, "an object");
+    json_object_foreach(val, name, sub) {
+        char *cp = join(p, name), *crel = cp ? join(rel, name) : NULL;
+        rc = !crel ? no_memory(x) : strchr(name, '.') ? nested_dotted(x, cp, name)
+                                                    : set_elem_member(x, prefix, cp, crel, sub, base);
+        free(cp);
+        free(crel);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* An element from its object: defaults, members, required keys. */
+static int set_elem(struct ctx *x, const char *prefix, const char *path, json_t *v, void *base, const char *what)
+{
+    const char *name;
+    json_t *val;
+    int rc;
+
+    if (!json_is_object(v))
+        return bad_type(x, path, v, what);
+    if ((rc = elem_defaults(x, prefix, base)))
+        return rc;
+    json_object_foreach(v, name, val) {
+        char *p = join(path, name);
+        rc = !p ? no_memory(x) : strchr(name, '.') ? nested_dotted(x, p, name)
+                                                   : set_elem_member(x, prefix, p, name, val, base);
+        free(p);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        if (!in_elem(k, prefix) || !(k->flags & F_REQUIRED))
+            continue;
+        if (k->store == S_STR ? !*str_field(k, base) : ((struct cfg_upstream *)base)->nservers == 0)
+            return report(x, path, false, "%s is required", k->name + strlen(prefix));
+    }
+    return 0;
+}
+
+static int set_server(struct ctx *x, const char *path, json_t *v, struct cfg_upstream_server *s)
+{
+    if (!json_is_string(v))
+        return set_elem(x, SERVER_PREFIX, path, v, s, "a server object or a \"host:port\" string");
+    int rc = elem_defaults(x, SERVER_PREFIX, s);
+    return rc ? rc : set_key(x, find_elem_key(SERVER_PREFIX, "address"), path, v, s);
+}
+
+static int set_servers(struct ctx *x, const char *path, json_t *v, struct cfg_upstream *g)
+{
+    size_t n = json_array_size(v);
+    char ep[160];
+    int rc = 0;
+
+    if (!json_is_array(v) || n == 0 || n > 1000)
+        return bad_type(x, path, v, "an array of 1 to 1000 servers");
+    struct cfg_upstream_server *s = calloc(n, sizeof *s);
+    if (!s)
+        return no_memory(x);
+    for (size_t i = 0; i < n && !rc; i++) {
+        snprintf(ep, sizeof ep, "%s[%zu]", path, i);
+        rc = set_server(x, ep, json_array_get(v, i), &s[i]);
+        for (size_t j = 0; j < i && !rc; j++)
+            if (strcmp(s[j].address, s[i].address) == 0)
+                rc = report(x, ep, false, "%s is listed twice (as servers[%zu] too)", s[i].address, j);
+    }
+    if (rc) {
+        free_servers(s, n);
+        return rc;
+    }
+    free_servers(g->servers, g->nservers);
+    g->servers = s;
+    g->nservers = n;
+    return 0;
+}
+
+/* The rules that tie keys of an upstream group together. */
+static int check_upstream_group(const struct ctx *x, const char *path, const struct cfg_upstream *g)
+{
+    size_t primaries = 0;
+    for (size_t i = 0; i < g->nservers; i++)
+        primaries += !g->servers[i].backup;
+    if (!primaries)
+        return report(x, path, false, "needs a server that is not a backup");
+    if (g->hash_on != CFG_HASH_CLIENT && !g->hash_name)
+        return report(x, path, false, "hash.name is required when hash.on is \"%s\"", hash_ons[g->hash_on]);
+    return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct cfg_upstream *)a)->name, ((const struct cfg_upstream *)b)->name);
+}
+
+/* Groups are kept sorted by name: every process that loads the same JSON
+ * gets them in the same order, whatever order the object iterates in. */
+static int set_upstreams(struct ctx *x, const char *path, json_t *v, struct cfg *c)
+{
+    const char *name, *norm;
+    json_t *gv;
+    size_t i = 0, n = json_object_size(v);
+    int rc = 0;
+
+    if (!json_is_object(v))
+        return bad_type(x, path, v, "an object of upstream groups by name");
+    struct cfg_upstream *g = n ? calloc(n, sizeof *g) : NULL;
+    if (n && !g)
+        return no_memory(x);
+    json_object_foreach(v, name, gv) {
+        char *gp = join(path, name);
+        const char *why = check_group_name(name, &norm);
+        if (!gp)
+            rc = no_memory(x);
+        else if (why)
+            rc = report(x, gp, true, "\"%s\" is not a group name: it %s", name, why);
+        else if (!(g[i].name = strdup(name)))
+            rc = no_memory(x);
+        else if (!(rc = set_elem(x, GROUP_PREFIX, gp, gv, &g[i], "an upstream group object")))
+            rc = check_upstream_group(x, gp, &g[i]);
+        free(gp);
+        i++;
+        if (rc)
+            break;
+    }
+    if (rc) {
+        free_upstreams(g, n);
+        return rc;
+    }
+    if (n)
+        qsort(g, n, sizeof *g, by_name);
+    free_upstreams(c->upstreams, c->nupstreams);
+    c->upstreams = g;
+    c->nupstreams = n;
+    return 0;
+}
+
+const struct cfg_upstream *cfg_find_upstream(const struct cfg *c, const char *name)
+{
+    for (size_t i = 0; name && i < c->nupstreams; i++)
+        if (strcmp(c->upstreams[i].name, name) == 0)
+            return &c->upstreams[i];
+    return NULL;
+}
+
+/* Every proxy route names a group that exists: checked once all sources
+ * are in, since routes and upstreams may come from different ones. */
+static int check_upstream_refs(const struct ctx *x, const struct cfg *c)
+{
+    char path[48], list[200] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < c->nupstreams && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", c->upstreams[i].name);
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const char *u = c->routes[i].upstream;
+        if (!u || cfg_find_upstream(c, u))
+            continue;
+        snprintf(path, sizeof path, "routes[%zu].upstream", i);
+        return report(x, path, false, "\"%s\" names no upstream group (%s%s)", u,
+                      c->nupstreams ? "defined: " : "none is defined in \"upstreams\"", list);
+    }
+    return 0;
+}
+
 /* --- walking a JSON tree ---------------------------------------------- */
 
 static const struct key *find_key(const char *path)
 {
     for (size_t i = 0; i < NKEYS; i++)
-        if (!is_route_key(&keys[i]) && strcmp(keys[i].name, path) == 0)
+        if (is_top_key(&keys[i]) && strcmp(keys[i].name, path) == 0)
             return &keys[i];
     return NULL;
 }
@@ -970,7 +1507,7 @@ static bool is_section(const char *path)
 {
     size_t n = strlen(path);
     for (size_t i = 0; i < NKEYS; i++)
-        if (!is_route_key(&keys[i]) && strncmp(keys[i].name, path, n) == 0 && keys[i].name[n] == '.')
+        if (is_top_key(&keys[i]) && strncmp(keys[i].name, path, n) == 0 && keys[i].name[n] == '.')
             return true;
     return false;
 }
@@ -1302,8 +1839,9 @@ static int read_dir(struct ctx *x, const char *dir, const char *env, json_t **tr
 
 static int read_sources(struct ctx *x, const struct cfg_sources *src, const char *env, json_t **tree)
 {
-    int rc = src->file ? load_file(x, src->file, true, tree)
-                       : read_dir(x, src->config_dir ? src->config_dir : "config", env, tree);
+    int rc = src->file       ? load_file(x, src->file, true, tree)
+             : src->no_files ? 0
+                             : read_dir(x, src->config_dir ? src->config_dir : "config", env, tree);
     if (!rc && !*tree && !(*tree = json_object()))
         rc = no_memory(x);
     return rc;
@@ -1318,7 +1856,9 @@ static json_t *text_value(const struct ctx *x, const struct key *k, const char *
     json_t *v;
 
     *rc = 0;
-    if (k->type == T_ROUTES) {
+    if (k->type == T_BOOL && (strcmp(text, "true") == 0 || strcmp(text, "false") == 0))
+        return json_boolean(text[0] == 't');
+    if (k->type == T_ROUTES || k->type == T_UPSTREAMS) {
         if (!(v = json_loads(text, JSON_REJECT_DUPLICATES, &e)))
             *rc = report(x, k->name, false, "invalid JSON at column %d: %s", e.column, e.text);
         return v;
@@ -1343,7 +1883,7 @@ static int set_text(struct ctx *x, const struct key *k, const char *text, struct
 
     if (rc)
         return rc;
-    x->raw = k->type == T_ROUTES ? NULL : text;
+    x->raw = k->type == T_ROUTES || k->type == T_UPSTREAMS ? NULL : text;
     rc = set_key(x, k, k->name, v, c);
     x->raw = NULL;
     json_decref(v);
@@ -1355,7 +1895,7 @@ static int set_defaults(struct ctx *x, struct cfg *c)
     int rc = 0;
     x->label = "built-in default";
     for (size_t i = 0; i < NKEYS && !rc; i++)
-        if (!is_route_key(&keys[i]) && keys[i].def)
+        if (is_top_key(&keys[i]) && keys[i].def)
             rc = set_text(x, &keys[i], keys[i].def, c);
     x->label = NULL;
     return rc;
@@ -1385,7 +1925,7 @@ static int section_given(const struct ctx *x, const char *name)
     size_t used = 0, n = strlen(name);
 
     for (size_t i = 0; i < NKEYS && used < sizeof list; i++)
-        if (!is_route_key(&keys[i]) && strncmp(keys[i].name, name, n) == 0 && keys[i].name[n] == '.')
+        if (is_top_key(&keys[i]) && strncmp(keys[i].name, name, n) == 0 && keys[i].name[n] == '.')
             used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "",
                                      keys[i].name);
     return report(x, name, false, "a section, not a key; set one of %s", list);
@@ -1479,6 +2019,8 @@ int cfg_load(const struct cfg_sources *src, struct cfg *out, char *err, size_t e
         rc = apply_environ(&x, &c);
     if (!rc)
         rc = apply_overrides(&x, src->overrides, &c);
+    if (!rc)
+        rc = check_upstream_refs(&x, &c);
     json_decref(tree);
     ctx_free(&x);
     if (rc) {
@@ -1523,6 +2065,8 @@ int cfg_from_json(const char *text, struct cfg *out, char *err, size_t errlen)
         rc = take_env(&x, tree, &c);
     if (!rc)
         rc = walk(&x, tree, "", &c);
+    if (!rc)
+        rc = check_upstream_refs(&x, &c);
     json_decref(tree);
     ctx_free(&x);
     if (rc) {
@@ -1539,9 +2083,10 @@ void cfg_free(struct cfg *c)
     if (!c)
         return;
     for (size_t i = 0; i < NKEYS; i++)
-        if (!is_route_key(&keys[i]) && keys[i].store == S_STR)
+        if (is_top_key(&keys[i]) && keys[i].store == S_STR)
             free(*str_field(&keys[i], c));
     free_routes(c->routes, c->nroutes);
+    free_upstreams(c->upstreams, c->nupstreams);
     free(c->env);
     memset(c, 0, sizeof *c);
 }
@@ -1549,6 +2094,8 @@ void cfg_free(struct cfg *c)
 /* --- output ----------------------------------------------------------- */
 
 static json_t *routes_value(const struct cfg *c);
+static json_t *upstreams_value(const struct cfg *c);
+static json_t *servers_value(const struct cfg_upstream *g);
 
 static int64_t nvalues(const struct key *k)
 {
@@ -1589,6 +2136,15 @@ static int key_value(const struct key *k, const void *base, json_t **out)
     case T_ROUTES:
         *out = routes_value(base);
         break;
+    case T_BOOL:
+        *out = json_boolean(n);
+        break;
+    case T_UPSTREAMS:
+        *out = upstreams_value(base);
+        break;
+    case T_SERVERS:
+        *out = servers_value(base);
+        break;
     }
     return *out ? 0 : -ENOMEM;
 }
@@ -1624,6 +2180,43 @@ static json_t *routes_value(const struct cfg *c)
     return a;
 }
 
+/* Every key of an element, nested by its dots. */
+static json_t *elem_value(const char *prefix, const void *base)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < NKEYS; i++) {
+        if (in_elem(&keys[i], prefix) && put_key(o, &keys[i], keys[i].name + strlen(prefix), base)) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+static json_t *servers_value(const struct cfg_upstream *g)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < g->nservers; i++) {
+        if (json_array_append_new(a, elem_value(SERVER_PREFIX, &g->servers[i]))) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static json_t *upstreams_value(const struct cfg *c)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < c->nupstreams; i++) {
+        if (json_object_set_new(o, c->upstreams[i].name, elem_value(GROUP_PREFIX, &c->upstreams[i]))) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
 /* Puts a key at its place in the tree: "server.port" under "server". */
 static int put_key(json_t *root, const struct key *k, const char *name, const void *base)
 {
@@ -1652,7 +2245,7 @@ char *cfg_to_json(const struct cfg *c)
     if (!rc && c->env)
         rc = json_object_set_new(root, "env", json_string(c->env)) ? -ENOMEM : 0;
     for (size_t i = 0; i < NKEYS && !rc; i++)
-        if (!is_route_key(&keys[i]))
+        if (is_top_key(&keys[i]))
             rc = put_key(root, &keys[i], keys[i].name, c);
     if (!rc)
         s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -1680,9 +2273,42 @@ static bool routes_equal(const struct cfg *a, const struct cfg *b)
     return true;
 }
 
+static bool elem_equal(const char *prefix, const void *a, const void *b)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (in_elem(&keys[i], prefix) && !key_equal(&keys[i], a, b))
+            return false;
+    return true;
+}
+
+static bool servers_equal(const struct cfg_upstream *a, const struct cfg_upstream *b)
+{
+    if (a->nservers != b->nservers)
+        return false;
+    for (size_t i = 0; i < a->nservers; i++)
+        if (!elem_equal(SERVER_PREFIX, &a->servers[i], &b->servers[i]))
+            return false;
+    return true;
+}
+
+static bool upstreams_equal(const struct cfg *a, const struct cfg *b)
+{
+    if (a->nupstreams != b->nupstreams)
+        return false;
+    for (size_t i = 0; i < a->nupstreams; i++)
+        if (strcmp(a->upstreams[i].name, b->upstreams[i].name) != 0 ||
+            !elem_equal(GROUP_PREFIX, &a->upstreams[i], &b->upstreams[i]))
+            return false;
+    return true;
+}
+
 static bool key_equal(const struct key *k, const void *a, const void *b)
 {
     switch (k->store) {
+    case S_UPSTREAMS:
+        return upstreams_equal(a, b);
+    case S_SERVERS:
+        return servers_equal(a, b);
     case S_INT:
     case S_I64:
         return load_num(k, a) == load_num(k, b);
@@ -1699,7 +2325,7 @@ bool cfg_equal(const struct cfg *a, const struct cfg *b)
     if (!str_eq(a->env, b->env))
         return false;
     for (size_t i = 0; i < NKEYS; i++)
-        if (!is_route_key(&keys[i]) && !key_equal(&keys[i], a, b))
+        if (is_top_key(&keys[i]) && !key_equal(&keys[i], a, b))
             return false;
     return true;
 }
@@ -1712,7 +2338,7 @@ int cfg_check_reload(const struct cfg *cur, const struct cfg *next, char *err, s
 
     for (size_t i = 0; i < NKEYS; i++) {
         const struct key *k = &keys[i];
-        if (is_route_key(k) || (k->flags & F_RELOAD) || key_equal(k, cur, next))
+        if (!is_top_key(k) || (k->flags & F_RELOAD) || key_equal(k, cur, next))
             continue;
         if (key_value(k, cur, &va) || key_value(k, next, &vb)) {
             json_decref(va);
@@ -1732,6 +2358,7 @@ int cfg_check_reload(const struct cfg *cur, const struct cfg *next, char *err, s
 static const char *const type_names[] = {
     [T_INT] = "integer", [T_DURATION] = "duration", [T_SIZE] = "size",
     [T_ENUM] = "enum",   [T_STRING] = "string",     [T_ROUTES] = "array",
+    [T_BOOL] = "boolean", [T_UPSTREAMS] = "object",  [T_SERVERS] = "array",
 };
 
 static const char *describe_bounds(const struct key *k, char *buf, size_t len)

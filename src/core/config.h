@@ -36,9 +36,59 @@ enum cfg_schedule { CFG_SCHED_REUSEPORT, CFG_SCHED_SHARED, CFG_SCHED_ROUND_ROBIN
 /* A route declared in the config file ("routes": [ ... ]). */
 struct cfg_route {
     char *path;    /* "/health", "/api/products/:id", or a prefix ending in a star */
-    char *handler; /* "static", "hello", "health" */
+    char *handler; /* "static", "hello", "health", "proxy", a shop handler */
     char *root;    /* static: the folder served; NULL otherwise */
     int64_t cache_ttl_ms; /* cache.ttl: response cache lifetime; 0 = not cached */
+    char *upstream; /* proxy: the upstream group's name; NULL otherwise */
+};
+
+/* Load balancing (src/proxy/upstream.h): "algorithm" of an upstream group. */
+enum cfg_lb { CFG_LB_ROUND_ROBIN, CFG_LB_LEAST_CONN, CFG_LB_RANDOM, CFG_LB_P2C, CFG_LB_HASH };
+/* What the hash algorithm hashes: "hash.on". */
+enum cfg_hash_on { CFG_HASH_CLIENT, CFG_HASH_HEADER, CFG_HASH_COOKIE };
+/* "app": the built-in application beside the config's routes. */
+enum cfg_app { CFG_APP_SHOP, CFG_APP_NONE };
+
+/* One server of an upstream group ("servers": [ ... ]). */
+struct cfg_upstream_server {
+    char *address; /* "ip:port" or "[ip6]:port": a host name is resolved when the config loads */
+    int weight;
+    int max_conns; /* per worker; 0 = no limit */
+    int backup;    /* only used when no other server can take the request */
+};
+
+/* An upstream group ("upstreams": {"NAME": { ... }}); docs/proxy.md. */
+struct cfg_upstream {
+    char *name;
+    struct cfg_upstream_server *servers;
+    size_t nservers;
+    int algorithm;   /* enum cfg_lb */
+    int hash_on;     /* enum cfg_hash_on */
+    char *hash_name; /* header or cookie name; NULL for the client address */
+    struct {
+        char *path;  /* NULL: no active checks */
+        int64_t interval_ms, timeout_ms;
+        int fall, rise;
+        char *status; /* "2xx", "200", "200-399", lists with commas */
+    } health;
+    struct {
+        int failures; /* consecutive failures that eject a server; 0 = never */
+        int on_5xx;   /* 5xx answers count as failures */
+        int64_t ejection_time_ms, max_ejection_time_ms;
+        int max_ejected_percent;
+    } passive;
+    int64_t slow_start_ms;
+    int retries;
+    struct {
+        int percent, min;
+    } retry_budget;
+    struct {
+        int64_t connect_ms, first_byte_ms, idle_ms;
+    } timeouts;
+    struct {
+        int size; /* idle connections kept per worker per server */
+        int64_t idle_ms;
+    } keepalive;
 };
 
 struct cfg {
@@ -103,8 +153,12 @@ struct cfg {
     } cache;
     char *admin_token;             /* NULL: PUT /api/products/:id needs no token */
 
+    int app;                       /* enum cfg_app */
+
     struct cfg_route *routes;
     size_t nroutes;
+    struct cfg_upstream *upstreams;
+    size_t nupstreams;
 };
 
 /* Where the loader reads from. All fields may be NULL/0. */
@@ -114,6 +168,7 @@ struct cfg_sources {
     const char *env;        /* default getenv("COHORT_ENV") or "development" */
     const char *const *overrides; /* "key=value" strings from flags, NULL-ended */
     int use_environ;        /* read PORT, HOST, WORKERS from the environment */
+    int no_files;           /* read no file at all (cohort balance without -c) */
 };
 
 /*
@@ -147,6 +202,9 @@ int cfg_parse_size(const char *s, int64_t *bytes);
  * as routes[].path). docs/config.md holds it verbatim; a unit test checks.
  */
 void cfg_describe(FILE *out);
+
+/* The upstream group of that name, NULL if none. */
+const struct cfg_upstream *cfg_find_upstream(const struct cfg *c, const char *name);
 
 /* True when both hold the same values, env included. */
 bool cfg_equal(const struct cfg *a, const struct cfg *b);

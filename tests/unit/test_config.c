@@ -513,7 +513,7 @@ Test(config, route_errors)
                  ":1:59: routes[0].root: \"\" must not be empty");
     expect_error("{\"routes\": [{\"path\": \"/\", \"handler\": \"php\"}]}",
                  ":1:38: routes[0].handler: \"php\" is not one of static, hello, health, products, product, "
-                 "product_update, cart_add, cart, cart_remove, ready");
+                 "product_update, cart_add, cart, cart_remove, ready, proxy");
     expect_error("{\"routes\": [{\"path\": 1, \"handler\": \"hello\"}]}", ":1:22: routes[0].path: 1 is not a string");
 }
 

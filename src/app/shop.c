@@ -42,7 +42,7 @@
 #define RESPONSE_KEY_MAX 2048
 #define CART_STORE_DOWN "cart store unavailable"
 
-enum req_kind { R_PRODUCT, R_LIST, R_UPDATE, R_ADD, R_REMOVE, R_CART, R_READY, R_COUNTERS };
+enum req_kind { R_PRODUCT, R_LIST, R_UPDATE, R_ADD, R_REMOVE, R_CART, R_READY, R_COUNTERS, R_TAKEOVER };
 enum stop_state { RUNNING, FLUSHING, SAVING, CLOSING, STOPPED };
 
 /* A route as the router holds it after shop_start: the router's entry
@@ -65,6 +65,7 @@ struct shop {
     size_t nwrapped;
     uv_timer_t flush;            /* counters; then the deferred close */
     int started;
+    int takeover;                /* counts left in SQLite: 0 to move, 1 moving, 2 moved */
     struct list_node writes;     /* struct req waiting for a batch */
     size_t nwrites;
     int writing;
@@ -76,7 +77,7 @@ struct shop {
 };
 
 struct counter_entry {
-    struct wrapped *w;
+    struct wrapped *w;           /* NULL: counts moved out of SQLite */
     int method;
     uint64_t n;
     char name[320];
@@ -249,17 +250,24 @@ static void counter_name(const struct wrapped *w, int m, char *buf, size_t len)
 
 struct incr {
     struct shop *s;
-    struct wrapped *w;
+    struct wrapped *w;           /* NULL: counts moved out of SQLite (name) */
     int method;
     uint64_t n;
+    char name[320];
 };
+
+static void give_back(struct shop *s, const char *name, uint64_t n);
 
 static void incr_done(void *arg, redisReply *reply)
 {
     struct incr *c = arg;
     struct shop *s = c->s;
-    if (!reply || reply->type != REDIS_REPLY_INTEGER)
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        ; /* counted */
+    else if (c->w)
         c->w->counts[c->method] += c->n; /* kept for the next flush */
+    else
+        give_back(s, c->name, c->n);
     free(c);
     s->busy--;
     check_stop(s);
@@ -275,7 +283,7 @@ static void flush_redis(struct shop *s)
             struct incr *c = w->counts[m] ? malloc(sizeof(*c)) : NULL;
             if (!c)
                 continue;
-            *c = (struct incr){s, w, m, w->counts[m]};
+            *c = (struct incr){.s = s, .w = w, .method = m, .n = w->counts[m]};
             counter_name(w, m, name, sizeof name);
             snprintf(n, sizeof n, "%llu", (unsigned long long)c->n);
             const char *argv[] = {"INCRBY", name, n};
@@ -320,21 +328,111 @@ static void flush_sqlite(struct shop *s)
 
 static void counters_done(struct req *q)
 {
-    if (q->rc) {
-        for (size_t i = 0; i < q->ncounters; i++)
-            q->counters[i].w->counts[q->counters[i].method] += q->counters[i].n;
-        log_warn("shop: request counters not written to SQLite (%s); kept for the next flush", strerror(-q->rc));
+    for (size_t i = 0; q->rc && i < q->ncounters; i++) {
+        struct counter_entry *e = &q->counters[i];
+        if (e->w)
+            e->w->counts[e->method] += e->n;
+        else
+            log_error("shop: lost %llu counts of %s (neither Redis nor SQLite took them)", (unsigned long long)e->n,
+                      e->name);
     }
+    if (q->rc)
+        log_warn("shop: request counters not written to SQLite (%s); kept for the next flush", strerror(-q->rc));
+    req_free(q);
+}
+
+/* Counts Redis took from SQLite and then failed to count go back. */
+static void give_back(struct shop *s, const char *name, uint64_t n)
+{
+    struct req *q = req_new(s, NULL, R_COUNTERS);
+    if (q && !(q->counters = calloc(1, sizeof(*q->counters)))) {
+        req_free(q);
+        q = NULL;
+    }
+    if (!q) {
+        log_error("shop: lost %llu counts of %s", (unsigned long long)n, name);
+        return;
+    }
+    q->counters[0].n = n;
+    snprintf(q->counters[0].name, sizeof q->counters[0].name, "%s", name);
+    q->ncounters = 1;
+    enqueue_write(q);
+}
+
+/*
+ * Counts that a stop with Redis down left in SQLite (and any an embedded
+ * run left there) move to Redis once, when it is up: taken out of SQLite
+ * in one transaction (so every worker takes different rows), then one
+ * INCRBY each; a failed one goes back to SQLite.
+ */
+static void take_row(void *arg, const char *name, int64_t n)
+{
+    struct req *q = arg;
+    struct counter_entry *e = realloc(q->counters, (q->ncounters + 1) * sizeof(*e));
+    if (!e) {
+        q->rc = -ENOMEM;
+        return;
+    }
+    q->counters = e;
+    e = &q->counters[q->ncounters++];
+    *e = (struct counter_entry){.n = (uint64_t)n};
+    snprintf(e->name, sizeof e->name, "%s", name);
+}
+
+static void takeover_work(struct db_conn *c, void *arg)
+{
+    struct req *q = arg;
+    q->rc = db_begin(c);
+    if (!q->rc)
+        q->rc = db_counters_take(c, take_row, q);
+    if (!q->rc)
+        q->rc = db_commit(c);
+    if (q->rc)
+        db_rollback(c);
+}
+
+static void takeover_done(void *arg, int status)
+{
+    struct req *q = arg;
+    struct shop *s = q->s;
+    char n[24];
+    s->takeover = status || q->rc ? 0 : 2; /* a failure tries again at the next flush */
+    for (size_t i = 0; s->takeover == 2 && i < q->ncounters; i++) {
+        struct counter_entry *e = &q->counters[i];
+        struct incr *c = malloc(sizeof(*c));
+        if (c) {
+            *c = (struct incr){.s = s, .n = e->n};
+            snprintf(c->name, sizeof c->name, "%s", e->name);
+            snprintf(n, sizeof n, "%llu", (unsigned long long)e->n);
+            const char *argv[] = {"INCRBY", c->name, n};
+            if (cache_redis_command(s->redis, incr_done, c, 3, argv, NULL) == 0) {
+                s->busy++;
+                continue;
+            }
+            free(c);
+        }
+        give_back(s, e->name, e->n);
+    }
+    if (s->takeover == 2 && q->ncounters)
+        log_info("shop: moved %zu request counters left in SQLite to Redis", q->ncounters);
     req_free(q);
 }
 
 static void on_flush(uv_timer_t *t)
 {
     struct shop *s = t->data;
-    if (s->redis)
-        flush_redis(s);
-    else
+    if (!s->redis) {
         flush_sqlite(s);
+        return;
+    }
+    flush_redis(s);
+    if (s->takeover == 0 && s->stop == RUNNING && cache_redis_up(s->redis)) {
+        struct req *q = req_new(s, NULL, R_TAKEOVER);
+        if (q && db_submit(s->db, s->loop, takeover_work, takeover_done, q) == 0)
+            s->takeover = 1;
+        else if (q)
+            req_free(q);
+    }
 }
 
 /* --- the write queue (SQLite without Redis) ----------------------------- */

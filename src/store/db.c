@@ -34,6 +34,8 @@ enum stmt_id {
     S_CART_GET,
     S_COUNTER_ADD,
     S_COUNTER_GET,
+    S_COUNTER_ALL,
+    S_COUNTER_CLEAR,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -57,6 +59,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COUNTER_ADD] = "INSERT INTO request_counters (name, count) VALUES (?1, ?2) "
                       "ON CONFLICT (name) DO UPDATE SET count = count + excluded.count",
     [S_COUNTER_GET] = "SELECT count FROM request_counters WHERE name = ?1",
+    [S_COUNTER_ALL] = "SELECT name, count FROM request_counters ORDER BY name",
+    [S_COUNTER_CLEAR] = "DELETE FROM request_counters",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -584,4 +588,21 @@ int db_counter_get(struct db_conn *c, const char *name, int64_t *n)
     *n = 0;
     int rc = one_row(s, read_int, n);
     return rc == -ENOENT ? 0 : rc;
+}
+
+int db_counters_take(struct db_conn *c, void (*each)(void *arg, const char *name, int64_t n), void *arg)
+{
+    sqlite3_stmt *s = stmt(c, S_COUNTER_ALL);
+    int rc;
+    if (!s)
+        return -EIO;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *name = sqlite3_column_text(s, 0);
+        if (name)
+            each(arg, (const char *)name, sqlite3_column_int64(s, 1));
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return xlate(rc) ? xlate(rc) : -EIO;
+    return run(stmt(c, S_COUNTER_CLEAR));
 }

@@ -122,5 +122,8 @@ int db_cart_get(struct db_conn *c, const char *user, void (*each)(void *arg, con
 int db_counter_add(struct db_conn *c, const char *name, int64_t n);
 /* 0 with *n = 0 for a name never counted. */
 int db_counter_get(struct db_conn *c, const char *name, int64_t *n);
+/* Hands every counter row to each() and deletes them all: inside a write
+ * transaction, so each row goes to exactly one taker. */
+int db_counters_take(struct db_conn *c, void (*each)(void *arg, const char *name, int64_t n), void *arg);
 
 #endif

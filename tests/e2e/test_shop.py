@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import finish_all, make_server
+from conftest import Server, finish_all, make_server
 from rawhttp import Conn, exchange, req
 from redisserver import RedisServer
 
@@ -388,6 +388,17 @@ def test_counters_saved_to_sqlite_when_redis_is_down_at_stop(cohort, tmp_path):
         assert s.stop() == 0
         s.redis = None
         assert counter(s, "request:GET:/count/me") == 4, "not lost: kept in SQLite"
+        # the next start, with Redis up, moves them there (once)
+        redis.start()
+        again = Server(s.workdir, s.config).start()
+        try:
+            again.redis = redis
+            assert wait_for(lambda: counter(again, "request:GET:/count/me") == 4, 6), "moved to Redis"
+            again.redis = None
+            assert counter(again, "request:GET:/count/me") == 0, "and taken out of SQLite"
+        finally:
+            problems = again.finish()
+            assert not problems, problems
     finally:
         redis.stop()
 

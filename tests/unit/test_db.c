@@ -313,6 +313,36 @@ Test(db, counters_upsert)
     db_close(db);
 }
 
+static void take(void *arg, const char *name, int64_t n)
+{
+    int64_t *sum = arg;
+    cr_assert(strncmp(name, "request:", 8) == 0);
+    *sum += n;
+}
+
+Test(db, counters_taken_once)
+{
+    struct db *db = open_ok();
+    int rc;
+    struct db_conn *c = db_acquire(db, &rc);
+    int64_t sum = 0, n = -1;
+    cr_assert_eq(db_begin(c), 0);
+    cr_assert_eq(db_counter_add(c, "request:GET:/a", 3), 0);
+    cr_assert_eq(db_counter_add(c, "request:GET:/b", 4), 0);
+    cr_assert_eq(db_commit(c), 0);
+    cr_assert_eq(db_begin(c), 0);
+    cr_assert_eq(db_counters_take(c, take, &sum), 0);
+    cr_assert_eq(db_commit(c), 0);
+    cr_assert_eq(sum, 7);
+    cr_assert_eq(db_counter_get(c, "request:GET:/a", &n), 0);
+    cr_assert_eq(n, 0, "taken rows are gone");
+    sum = 0;
+    cr_assert_eq(db_counters_take(c, take, &sum), 0);
+    cr_assert_eq(sum, 0);
+    db_release(db, c);
+    db_close(db);
+}
+
 struct pool_job {
     int ran, done_status, done;
     int64_t price;

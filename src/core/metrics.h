@@ -33,7 +33,7 @@
 #define METRICS_ROUTE_OTHER (METRICS_ROUTES - 1)
 #define METRICS_CLASSES 6      /* [1] 1xx .. [5] 5xx, [0] other */
 #define METRICS_BUCKETS 44     /* latency: 43 finite bounds and +Inf */
-#define METRICS_UPSTREAMS 16
+#define METRICS_UPSTREAMS 64    /* upstream servers, all groups together (src/proxy) */
 #define METRICS_MAX_WORKERS 64 /* worker ids, as config's workers bound */
 #define METRICS_NAME_LEN 64
 
@@ -72,13 +72,22 @@ struct metrics_slot {
     uint64_t redis_up;        /* 1 while the worker's Redis connection is up */
     uint64_t loop_lag_max_us; /* event-loop lag over the last whole second */
     uint64_t loop_lag_avg_us;
+    uint64_t upstream_inflight[METRICS_UPSTREAMS]; /* requests in flight to each upstream server */
 };
 
 /* Written by the master (health checks); workers read. */
 struct metrics_upstream_state {
     char name[METRICS_NAME_LEN]; /* "host:port"; empty: unused */
     uint64_t up;                 /* 1 healthy, 0 down */
+    /* the balancer's view (src/proxy/health.c) */
+    char group[METRICS_NAME_LEN];  /* the upstream group */
+    uint64_t state;              /* METRICS_UP_*: up, down (checks), ejected, warming (slow start) */
+    uint64_t ejections;          /* times ejected since the master started */
+    uint64_t weight;
+    uint64_t backup;             /* 1 for a backup server */
 };
+
+enum { METRICS_UP_UP, METRICS_UP_DOWN, METRICS_UP_EJECTED, METRICS_UP_WARMING };
 
 struct metrics_shm {
     uint32_t magic;

@@ -1,0 +1,269 @@
+/*
+ * Unit tests for src/proxy/health.c: the fall/rise state machine, status
+ * specs, and the master's checker on a real loop against a tiny server in
+ * the test (answers 200 or 503, or nothing at all), with reports of
+ * passive failures from "workers" and the messages it broadcasts.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "proxy/health.h"
+#include "proxy/upstream.h"
+
+Test(health, fall_and_rise)
+{
+    struct hc_state s = {0};
+    cr_assert_eq(hc_record(&s, 0, 3, 2), 0);
+    cr_assert_eq(hc_record(&s, 0, 3, 2), 0);
+    cr_assert_eq(hc_record(&s, 1, 3, 2), 0, "a pass in between starts the count again");
+    cr_assert_eq(hc_record(&s, 0, 3, 2), 0);
+    cr_assert_eq(hc_record(&s, 0, 3, 2), 0);
+    cr_assert_eq(hc_record(&s, 0, 3, 2), 1, "the third failure in a row: down");
+    cr_assert_eq(s.down, 1);
+    cr_assert_eq(hc_record(&s, 0, 3, 2), 0, "down stays down");
+    cr_assert_eq(hc_record(&s, 1, 3, 2), 0);
+    cr_assert_eq(hc_record(&s, 0, 3, 2), 0);
+    cr_assert_eq(hc_record(&s, 1, 3, 2), 0);
+    cr_assert_eq(hc_record(&s, 1, 3, 2), 1, "two passes in a row: up");
+    cr_assert_eq(s.down, 0);
+    cr_assert_eq(hc_record(&s, 1, 3, 2), 0);
+    /* fall 1, rise 1 */
+    struct hc_state t = {0};
+    cr_assert_eq(hc_record(&t, 0, 1, 1), 1);
+    cr_assert_eq(hc_record(&t, 1, 1, 1), 1);
+}
+
+Test(health, status_specs)
+{
+    cr_assert(hc_status_ok("2xx", 200));
+    cr_assert(hc_status_ok("2xx", 299));
+    cr_assert(!hc_status_ok("2xx", 301));
+    cr_assert(!hc_status_ok("2xx", 503));
+    cr_assert(hc_status_ok("200,204", 204));
+    cr_assert(!hc_status_ok("200,204", 201));
+    cr_assert(hc_status_ok("200-399", 302));
+    cr_assert(!hc_status_ok("200-399", 400));
+    cr_assert(hc_status_ok("2xx,301,500-503", 502));
+    cr_assert(hc_status_ok("2xx,301,500-503", 301));
+    cr_assert(!hc_status_ok("2xx,301,500-503", 504));
+}
+
+/* --- the checker on a loop --------------------------------------------------- */
+
+static uv_loop_t loop;
+static uv_tcp_t listener;
+static int answer = 200;        /* 0: accept and say nothing */
+static int port;
+static struct up_state_msg msgs[64];
+static int nmsgs;
+
+static void broadcast(void *arg, const void *msg, size_t len)
+{
+    (void)arg;
+    cr_assert_eq(len, sizeof(struct up_state_msg));
+    if (nmsgs < 64)
+        memcpy(&msgs[nmsgs++], msg, len);
+}
+
+struct client {
+    uv_tcp_t tcp;
+    uv_write_t w;
+    char buf[1024];
+};
+
+static void client_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void client_written(uv_write_t *w, int status)
+{
+    (void)status;
+    struct client *c = w->data;
+    uv_close((uv_handle_t *)&c->tcp, client_closed);
+}
+
+static void client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    struct client *c = h->data;
+    (void)hint;
+    *b = uv_buf_init(c->buf, sizeof(c->buf));
+}
+
+static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct client *c = s->data;
+    (void)b;
+    if (n < 0) {
+        uv_close((uv_handle_t *)&c->tcp, client_closed);
+        return;
+    }
+    if (n == 0 || !answer || !memmem(c->buf, (size_t)n, "\r\n\r\n", 4))
+        return;
+    cr_assert(memmem(c->buf, (size_t)n, "GET /health HTTP/1.1\r\n", 22) == c->buf);
+    static char resp[128];
+    int len = snprintf(resp, sizeof(resp), "HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", answer);
+    uv_buf_t out = uv_buf_init(resp, (unsigned)len);
+    uv_read_stop(s);
+    c->w.data = c;
+    uv_write(&c->w, s, &out, 1, client_written);
+}
+
+static void on_conn(uv_stream_t *server, int status)
+{
+    cr_assert_eq(status, 0);
+    struct client *c = calloc(1, sizeof(*c));
+    uv_tcp_init(&loop, &c->tcp);
+    c->tcp.data = c;
+    cr_assert_eq(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
+    uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+}
+
+static void stop_cb(uv_timer_t *t)
+{
+    (void)t;
+    uv_stop(&loop);
+}
+
+static void run_for(uint64_t ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, stop_cb, ms, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static struct cfg cfg;
+static struct cfg_upstream group;
+static struct cfg_upstream_server servers[2];
+static char addr0[32];
+
+static void setup_cfg(void)
+{
+    struct sockaddr_in a;
+    uv_loop_init(&loop);
+    uv_tcp_init(&loop, &listener);
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    cr_assert_eq(uv_tcp_bind(&listener, (struct sockaddr *)&a, 0), 0);
+    cr_assert_eq(uv_listen((uv_stream_t *)&listener, 64, on_conn), 0);
+    int len = sizeof(a);
+    uv_tcp_getsockname(&listener, (struct sockaddr *)&a, &len);
+    port = ntohs(a.sin_port);
+    snprintf(addr0, sizeof(addr0), "127.0.0.1:%d", port);
+    servers[0] = (struct cfg_upstream_server){.address = addr0, .weight = 1};
+    servers[1] = (struct cfg_upstream_server){.address = "127.0.0.1:1", .weight = 2};
+    group = (struct cfg_upstream){.name = "app", .servers = servers, .nservers = 2};
+    group.health.path = "/health";
+    group.health.status = "2xx";
+    group.health.interval_ms = 100;
+    group.health.timeout_ms = 80;
+    group.health.fall = 2;
+    group.health.rise = 2;
+    group.passive.failures = 3;
+    group.passive.ejection_time_ms = 200;
+    group.passive.max_ejection_time_ms = 1000;
+    group.passive.max_ejected_percent = 50;
+    cfg.upstreams = &group;
+    cfg.nupstreams = 1;
+    nmsgs = 0;
+}
+
+static int last_flags(const char *server)
+{
+    for (int i = nmsgs - 1; i >= 0; i--)
+        if (strcmp(msgs[i].server, server) == 0)
+            return (int)msgs[i].flags;
+    return -1;
+}
+
+Test(health, checks_mark_down_and_up)
+{
+    setup_cfg();
+    struct metrics_shm *shm = calloc(1, sizeof(*shm));
+    struct hc *h = hc_new(&loop, &cfg, shm, broadcast, NULL);
+    cr_assert_not_null(h);
+    cr_assert_str_eq(shm->upstream[0].name, addr0);
+    cr_assert_str_eq(shm->upstream[1].name, "127.0.0.1:1");
+    cr_assert_str_eq(shm->upstream[1].group, "app");
+    cr_assert_eq(shm->upstream[1].weight, 2);
+    run_for(600);
+    /* port 1 refuses: down after two checks; ours answers 200 */
+    cr_assert_eq(last_flags("127.0.0.1:1"), UP_F_DOWN, "%d messages", nmsgs);
+    cr_assert_eq(last_flags(addr0), -1, "an up server that stays up says nothing");
+    cr_assert_eq(shm->upstream[1].up, 0);
+    cr_assert_eq(shm->upstream[1].state, METRICS_UP_DOWN);
+    cr_assert_eq(shm->upstream[0].up, 1);
+    answer = 503;
+    run_for(500);
+    cr_assert_eq(last_flags(addr0), UP_F_DOWN, "503 fails the check");
+    answer = 0; /* accepts, says nothing: timeouts */
+    run_for(300);
+    cr_assert_eq(last_flags(addr0), UP_F_DOWN);
+    answer = 200;
+    int before = nmsgs;
+    run_for(500);
+    cr_assert_eq(last_flags(addr0), 0, "back up after two passes");
+    cr_assert(nmsgs > before);
+    int i;
+    for (i = nmsgs - 1; i >= 0 && strcmp(msgs[i].server, addr0); i--)
+        ;
+    cr_assert_neq(msgs[i].since_ms, 0, "the time it came back, for slow start");
+    cr_assert_eq(shm->upstream[0].up, 1);
+    /* a new worker gets the state of the servers that are not simply up */
+    nmsgs = 0;
+    hc_snapshot(h, broadcast, NULL);
+    cr_assert_eq(last_flags("127.0.0.1:1"), UP_F_DOWN);
+    hc_close(h);
+    uv_close((uv_handle_t *)&listener, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "every handle closed");
+}
+
+static void report(struct hc *h, const char *server)
+{
+    struct up_report_msg m = {.failures = 3, .why = UP_FAIL_REFUSED};
+    snprintf(m.group, sizeof(m.group), "app");
+    snprintf(m.server, sizeof(m.server), "%s", server);
+    hc_report(h, &m, sizeof(m));
+}
+
+Test(health, reports_eject_for_a_while_within_the_percent)
+{
+    setup_cfg();
+    group.health.path = NULL; /* passive only */
+    struct metrics_shm *shm = calloc(1, sizeof(*shm));
+    struct hc *h = hc_new(&loop, &cfg, shm, broadcast, NULL);
+    cr_assert_not_null(h);
+    report(h, addr0);
+    cr_assert_eq(last_flags(addr0), UP_F_EJECTED);
+    cr_assert_eq(shm->upstream[0].state, METRICS_UP_EJECTED);
+    cr_assert_eq(shm->upstream[0].ejections, 1);
+    report(h, "127.0.0.1:1");
+    cr_assert_eq(last_flags("127.0.0.1:1"), -1, "50%% of 2: the second stays in");
+    report(h, "10.9.9.9:1"); /* unknown servers are ignored */
+    run_for(350);
+    cr_assert_eq(last_flags(addr0), 0, "back after ejection_time");
+    report(h, addr0);
+    cr_assert_eq(last_flags(addr0), UP_F_EJECTED);
+    run_for(250);
+    cr_assert_eq(last_flags(addr0), UP_F_EJECTED, "twice as long the second time");
+    run_for(250);
+    cr_assert_eq(last_flags(addr0), 0);
+    cr_assert_eq(shm->upstream[0].ejections, 2);
+    /* a reload keeps the state of servers found again */
+    report(h, addr0);
+    servers[1].address = "127.0.0.1:2";
+    cr_assert_eq(hc_reload(h, &cfg), 0);
+    cr_assert_eq(shm->upstream[0].state, METRICS_UP_EJECTED);
+    cr_assert_str_eq(shm->upstream[1].name, "127.0.0.1:2");
+    cr_assert_eq(shm->upstream[0].ejections, 3);
+    hc_close(h);
+    uv_close((uv_handle_t *)&listener, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "every handle closed");
+}

@@ -2353,6 +2353,51 @@ int cfg_check_reload(const struct cfg *cur, const struct cfg *next, char *err, s
     return 0;
 }
 
+/* Copies one scalar key's value from `from` into `to`; 0, or -ENOMEM. */
+static int copy_key(const struct key *k, const struct cfg *from, struct cfg *to)
+{
+    if (k->store == S_INT || k->store == S_I64) {
+        store_num(k, to, load_num(k, from));
+        return 0;
+    }
+    if (k->store != S_STR)
+        return 0;
+    char **dst = str_field(k, to), *src = *str_field(k, from);
+    char *dup = src ? strdup(src) : NULL;
+    if (src && !dup)
+        return -ENOMEM;
+    free(*dst);
+    *dst = dup;
+    return 0;
+}
+
+int cfg_keep_fixed(const struct cfg *cur, struct cfg *next, char *msg, size_t len)
+{
+    char sa[SHOWN], sb[SHOWN];
+    size_t used = 0;
+    int changed = 0;
+    if (len)
+        msg[0] = '\0';
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        json_t *va = NULL, *vb = NULL;
+        if (!is_top_key(k) || (k->flags & F_RELOAD) || key_equal(k, cur, next))
+            continue;
+        if (key_value(k, cur, &va) == 0 && key_value(k, next, &vb) == 0 && used < len) {
+            int n = snprintf(msg + used, len - used, "%s%s: left as it was (%s; the new %s needs a restart)",
+                             changed ? "; " : "", k->name, va ? show(va, sa) : "(unset)",
+                             vb ? show(vb, sb) : "(unset)");
+            used += n > 0 ? (size_t)n : 0;
+        }
+        json_decref(va);
+        json_decref(vb);
+        if (copy_key(k, cur, next) < 0)
+            return -ENOMEM;
+        changed++;
+    }
+    return changed;
+}
+
 /* --- reference -------------------------------------------------------- */
 
 static const char *const type_names[] = {

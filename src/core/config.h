@@ -213,6 +213,13 @@ bool cfg_equal(const struct cfg *a, const struct cfg *b);
  * For a reload: 0 when `next` differs from `cur` only in reloadable keys;
  * otherwise -EINVAL, naming the first key that needs a restart in err.
  */
+/*
+ * For a reload: every key that needs a restart and differs in `next` gets
+ * its value from `cur` back; msg lists them ("server.port: left as it was
+ * (3000; the new 3001 needs a restart); ..."). Returns how many, or -ENOMEM.
+ */
+int cfg_keep_fixed(const struct cfg *cur, struct cfg *next, char *msg, size_t len);
+
 /* How many keys the table declares (route keys included). */
 size_t cfg_key_count(void);
 

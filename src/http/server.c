@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1118,11 +1119,16 @@ static void conn_close(struct http_conn *c)
 
 /* Takes one connection from a listener, or from the IPC pipe the master
  * hands connections over (round_robin and least_loaded). */
-static void accept_from(struct http_server *srv, uv_stream_t *server)
+/* Sets up a connection: uv_accept from `server` (a listener or an IPC
+ * pipe), or, with fd >= 0, uv_tcp_open of a descriptor accepted here. */
+static void conn_start(struct http_server *srv, uv_stream_t *server, int fd)
 {
     struct http_conn *c = calloc(1, sizeof(*c));
-    if (!c)
+    if (!c) {
+        if (fd >= 0)
+            close(fd);
         return;
+    }
     uv_tcp_init(srv->loop, &c->tcp);
     c->tcp.data = c;
     c->srv = srv;
@@ -1130,7 +1136,10 @@ static void accept_from(struct http_server *srv, uv_stream_t *server)
     srv->nconns++;
     metrics_add(srv->slot->conns_open, 1);
     metrics_add(srv->slot->conns_total, 1);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+    int r = fd >= 0 ? uv_tcp_open(&c->tcp, fd) : uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (r < 0) {
+        if (fd >= 0)
+            close(fd);
         c->closed = 1;
         uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
         return;
@@ -1138,6 +1147,26 @@ static void accept_from(struct http_server *srv, uv_stream_t *server)
     uv_tcp_nodelay(&c->tcp, 1);
     set_state(c, ST_HEAD);
     start_reading(c);
+}
+
+static void accept_from(struct http_server *srv, uv_stream_t *server)
+{
+    conn_start(srv, server, -1);
+}
+
+/* Connections the kernel already queued on our listener would be reset if
+ * this were the socket's last descriptor: take them before closing it. */
+static void accept_queued(struct http_server *srv)
+{
+    int fd;
+    if (uv_fileno((uv_handle_t *)&srv->listener, &fd) < 0)
+        return;
+    for (int i = 0; i < 65536; i++) {
+        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0)
+            break;
+        conn_start(srv, NULL, cfd);
+    }
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -1286,6 +1315,7 @@ void http_server_drain(struct http_server *srv, http_drained_fn done, void *arg)
         srv->draining = 1;
         if (srv->listening) {
             srv->listening = 0;
+            accept_queued(srv);
             uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
         }
         uv_timer_start(&srv->sweep, sweep_cb, 0, 100);

@@ -74,7 +74,8 @@ struct wslot {
     int restarts;
     uint64_t next_try;      /* loop ms of a pending restart, 0 if none */
     char last_exit[96];
-    const char *repl_why;   /* "reload" or a recycle reason */
+    const char *repl_why;   /* why `repl` was started: "reload" or "recycle" */
+    const char *repl_why_done; /* why the last replacement that took over was */
 };
 
 struct ctl_client {
@@ -93,7 +94,7 @@ struct reload {
     int index;              /* slot being replaced */
     int replaced;
     uint64_t failed_before; /* 5xx answers when the reload began */
-    char kept[320];         /* non-reloadable keys left as they were */
+    char kept[1024];        /* non-reloadable keys left as they were */
     struct ctl_client *waiters, *queued_waiters;
 };
 
@@ -131,6 +132,7 @@ static void reload_step(struct master *m);
 static void reload_finish(struct master *m, int ok, const char *msg);
 static void begin_stop(struct master *m, const char *why);
 static void reload_begin(struct master *m);
+static int replace_slot(struct wslot *s, const char *why);
 
 static int master_routes_connections(const struct cfg *c)
 {
@@ -414,10 +416,18 @@ static void replacement_ready(struct wslot *s)
     uv_timer_stop(&s->ready_timer);
     s->repl = NULL;
     s->cur = p;
+    s->repl_why_done = s->repl_why;
     log_info("worker %d (pid %d) replaced by pid %d (%s)", s->id, old ? old->pid : 0, p->pid, s->repl_why);
     if (old)
         drain_proc(old);
     if (m->rl.active && m->rl.index == s->id) {
+        if (!s->repl_why_done || strcmp(s->repl_why_done, "reload") != 0) {
+            /* a recycle's replacement, started with the old config: the
+             * reload still owes this slot one with the new config */
+            if (replace_slot(s, "reload") < 0)
+                reload_finish(m, 0, "reload stopped: cannot start a new worker");
+            return;
+        }
         m->rl.replaced++;
         m->rl.index++;
         reload_step(m);
@@ -638,7 +648,7 @@ static void reload_finish(struct master *m, int ok, const char *msg)
     }
     rl->next_fd = -1;
     rl->active = 0;
-    char text[640];
+    char text[1200];
     if (ok)
         snprintf(text, sizeof(text), "reloaded: %d worker(s) replaced, %llu request(s) failed meanwhile%s%s",
                  rl->replaced, (unsigned long long)failed, rl->kept[0] ? "; " : "", rl->kept);
@@ -659,24 +669,9 @@ static void reload_finish(struct master *m, int ok, const char *msg)
 }
 
 /* Keys that need a restart keep their current values; says which changed. */
-static void keep_fixed_keys(struct master *m, struct cfg *next)
+static int keep_fixed_keys(struct master *m, struct cfg *next)
 {
-    char why[240];
-    m->rl.kept[0] = '\0';
-    if (cfg_check_reload(&m->cfg, next, why, sizeof(why)) != 0)
-        snprintf(m->rl.kept, sizeof(m->rl.kept), "%s; left as it was (a restart applies it)", why);
-    const struct cfg *c = &m->cfg;
-    free(next->host);
-    next->host = strdup(c->host);
-    next->port = c->port;
-    next->backlog = c->backlog;
-    next->schedule = c->schedule;
-    char **strs[] = {&next->user, &next->group, &next->control_socket, &next->pid_file};
-    char *const olds[] = {c->user, c->group, c->control_socket, c->pid_file};
-    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-        free(*strs[i]);
-        *strs[i] = olds[i] ? strdup(olds[i]) : NULL;
-    }
+    return cfg_keep_fixed(&m->cfg, next, m->rl.kept, sizeof(m->rl.kept)) < 0 ? -ENOMEM : 0;
 }
 
 static void fail_before_start(struct master *m, const char *msg)
@@ -701,8 +696,7 @@ static void reload_begin(struct master *m)
         fail_before_start(m, msg);
         return;
     }
-    keep_fixed_keys(m, &rl->next);
-    rl->next_fd = config_memfd(&rl->next);
+    rl->next_fd = keep_fixed_keys(m, &rl->next) < 0 ? -1 : config_memfd(&rl->next);
     if (rl->next_fd < 0) {
         cfg_free(&rl->next);
         fail_before_start(m, "reload refused: cannot hand the new config to workers");
@@ -731,6 +725,8 @@ static void reload_step(struct master *m)
             rl->index++;
             continue;
         }
+        if (s->repl)
+            return; /* a recycle's replacement is starting: wait for it */
         if (bind_listeners(m, rl->index + 1, err, sizeof(err)) < 0 || replace_slot(s, "reload") < 0) {
             reload_finish(m, 0, "reload stopped: cannot start a new worker");
             return;
@@ -745,6 +741,10 @@ static void reload_step(struct master *m)
             drain_proc(s->cur);
     }
     m->nslots = rl->next.workers;
+    /* sockets of slots that are gone: once their draining workers close
+     * theirs too, the kernel stops queueing connections on them */
+    for (; m->cfg.schedule == CFG_SCHED_REUSEPORT && m->nlisten > m->nslots; m->nlisten--)
+        close(m->listen_fds[m->nlisten - 1]);
     reload_finish(m, 1, NULL);
 }
 

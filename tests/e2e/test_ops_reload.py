@@ -144,14 +144,18 @@ def test_bad_config_on_reload_keeps_serving(ops):
     serves(s.port)
 
 
-def test_bad_config_reload_exit_code_is_1(ops):
-    """control.c documents `reload` exit codes as 0 done, 1 failed, 3 no
-    master; a refused reload is a failed reload."""
+def test_bad_config_reload_exit_code_is_78(ops):
+    """`cohort reload` reads the config before it asks the master: an invalid
+    one is a configuration error (exit 78, as everywhere), and the master is
+    not asked, so it keeps serving what it has."""
     s = ops()
+    pids0 = s.ready_pids()
     text, _, _, _ = config_text_with(s, ["server", "port"], "x")
     s.write_config(text=text)
     rc, out, err = s.cli("reload")
-    assert rc == 1, "cohort reload with an invalid config exited %d (expected 1 = failed): %r" % (rc, out + err)
+    assert rc == 78, "cohort reload with an invalid config exited %d (expected 78): %r" % (rc, out + err)
+    assert "server.port" in err, err
+    assert s.ready_pids() == pids0
 
 
 def test_non_reloadable_key_is_left_as_it_was(ops):

@@ -73,6 +73,12 @@ static size_t insert_at(const struct router *r, const struct route *nr)
 
 int router_add(struct router *r, uint32_t methods, const char *pattern, http_handler_fn fn, void *data)
 {
+    return router_add_flags(r, methods, pattern, fn, data, 0);
+}
+
+int router_add_flags(struct router *r, uint32_t methods, const char *pattern, http_handler_fn fn, void *data,
+                     unsigned flags)
+{
     size_t n = strlen(pattern);
     uint8_t nparams = 0;
     int kind = classify(pattern, n, &nparams);
@@ -90,7 +96,7 @@ int router_add(struct router *r, uint32_t methods, const char *pattern, http_han
         methods |= HTTP_M(HTTP_HEAD);
     struct route nr = {.pattern = strdup(pattern), .pattern_len = n, .methods = methods,
                        .handler = fn, .data = data, .index = (uint16_t)r->n, .kind = (uint8_t)kind,
-                       .nparams = nparams};
+                       .nparams = nparams, .flags = (uint8_t)flags};
     if (!nr.pattern)
         return -ENOMEM;
     nr.name = nr.pattern;

@@ -41,7 +41,13 @@ struct route {
     uint16_t index;         /* add order: 0 for the first route added (counter slots) */
     uint8_t kind;           /* exact, param, prefix */
     uint8_t nparams;
+    uint8_t flags;          /* ROUTE_* */
 };
+
+/* The handler runs as soon as the head is in and reads the body itself as
+ * it arrives (http_body_start in http/server.h); limits.max_body does not
+ * apply. The proxy's routes are such. */
+#define ROUTE_STREAM 1u
 
 struct route_param {
     const char *name, *value;
@@ -63,6 +69,9 @@ void router_free(struct router *r);
 
 /* Returns 0, -EINVAL for a malformed pattern, -ENOMEM. */
 int router_add(struct router *r, uint32_t methods, const char *pattern, http_handler_fn fn, void *data);
+/* The same with ROUTE_* flags. */
+int router_add_flags(struct router *r, uint32_t methods, const char *pattern, http_handler_fn fn, void *data,
+                     unsigned flags);
 
 /* Fills *m for the request's method and path; never fails. */
 void router_match(const struct router *r, enum http_method method, const char *path, size_t path_len,

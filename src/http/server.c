@@ -16,6 +16,14 @@
  * together) while `inflight` is being written; one write carries what is
  * ready. Reading continues into free space of the read buffer while a
  * handler works or output drains, and stops when it is full.
+ *
+ * Streaming routes: the handler runs in BUSY as soon as the head is in;
+ * body bytes stay in the read buffer (grown to STREAM_RBUF) until it asks
+ * for them, and are handed to it from run_requests, so that every call
+ * into the handler happens from process() and the connection's state is
+ * settled after it. Pieces of a streamed response written outside
+ * process() are flushed by a check handle at the end of the loop's
+ * iteration, together.
  */
 #include "http/server.h"
 
@@ -41,6 +49,7 @@
 #define LINGER_MS 2000
 #define DRAIN_IDLE_GRACE_MS 1000
 #define OUT_HIGH_WATER (256 * 1024)
+#define STREAM_RBUF (64 * 1024)
 
 enum conn_state { ST_HEAD, ST_BODY, ST_BUSY, ST_IDLE, ST_SEND, ST_LINGER, ST_COUNT };
 
@@ -79,6 +88,10 @@ struct http_conn {
     unsigned closed : 1;     /* handle closing */
     unsigned in_process : 1;
     unsigned got_bytes : 1;  /* any byte of the current head arrived */
+    unsigned tunnel : 1;     /* taken over by a handler (http_upgrade) */
+    unsigned peer_eof : 1;   /* the client half-closed mid-body */
+    unsigned flush_pending : 1;
+    struct list_node flush_link; /* in srv->flushq */
 };
 
 struct http_server {
@@ -90,6 +103,9 @@ struct http_server {
     struct http_limits limits;
     uv_tcp_t listener;
     uv_timer_t sweep;
+    uv_check_t flusher;      /* writes streamed pieces at the end of an iteration */
+    struct list_node flushq;
+    uint64_t max_body;       /* limits.max_body; the parser's own is unlimited */
     struct list_node lists[ST_COUNT];
     size_t nconns;
     uint64_t internal_errors; /* 500 answers: faults of this worker's own */
@@ -114,6 +130,13 @@ struct http_server {
 
 static void process(struct http_conn *c);
 static void flush(struct http_conn *c);
+static void stream_dispatch(struct http_conn *c);
+static void notify_drain(struct http_conn *c);
+static size_t queued(const struct http_conn *c);
+static int has_body(const struct http_request *req);
+static void flusher_cb(uv_check_t *h);
+static void exchange_done(struct http_exchange *x);
+static void stop_reading(struct http_conn *c);
 static void conn_close(struct http_conn *c);
 static void start_file(struct http_conn *c);
 
@@ -333,6 +356,31 @@ void http_header(struct http_exchange *x, const char *name, const char *value, s
     OUT_LIT(c, "\r\n");
 }
 
+void http_header_n(struct http_exchange *x, const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    struct http_conn *c = x->conn;
+    if (x->tap) {
+        char n[256];
+        snprintf(n, sizeof(n), "%.*s", (int)name_len, name);
+        x->tap(x, HTTP_TAP_HEADER, n, value, value_len);
+    }
+    if (!c)
+        return;
+    char *dst = out_reserve(c, name_len + value_len + 4);
+    if (!dst) {
+        c->closing = 1;
+        return;
+    }
+    memcpy(dst, name, name_len);
+    dst[name_len] = ':';
+    dst[name_len + 1] = ' ';
+    memcpy(dst + name_len + 2, value, value_len);
+    dst[name_len + 2 + value_len] = '\r';
+    dst[name_len + 3 + value_len] = '\n';
+    c->out->len += name_len + value_len + 4;
+    x->bytes_out += name_len + value_len + 4;
+}
+
 /* Connection handling fields and the blank line that ends the head. */
 static void end_head(struct http_exchange *x)
 {
@@ -344,8 +392,6 @@ static void end_head(struct http_exchange *x)
     else
         OUT_LIT(c, "\r\n");
 }
-
-static void exchange_done(struct http_exchange *x);
 
 void http_finish(struct http_exchange *x, const char *content_type, const void *body, size_t len)
 {
@@ -473,6 +519,145 @@ void http_finish_file(struct http_exchange *x, const char *content_type, int fd,
     http_finish(x, content_type, NULL, len);
 }
 
+/* --- streaming ---------------------------------------------------------- */
+
+int http_req_has_body(const struct http_exchange *x)
+{
+    return has_body(&x->req);
+}
+
+void http_body_start(struct http_exchange *x, http_body_fn fn)
+{
+    struct http_conn *c = x->conn;
+    x->on_body = fn;
+    x->body_paused = 0;
+    if (!c)
+        return;
+    if (x->req.expect_continue && !x->continue_sent && has_body(&x->req) &&
+        c->len == c->start + x->head_len) {
+        x->continue_sent = 1;
+        OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    if (!c->in_process)
+        process(c);
+}
+
+void http_body_pause(struct http_exchange *x)
+{
+    x->body_paused = 1;
+}
+
+void http_body_resume(struct http_exchange *x)
+{
+    struct http_conn *c = x->conn;
+    x->body_paused = 0;
+    if (c && !c->in_process)
+        process(c);
+}
+
+void http_stream_head(struct http_exchange *x, int64_t length)
+{
+    struct http_conn *c = x->conn;
+    if (x->tap)
+        x->tap(x, HTTP_TAP_BODY, NULL, NULL, 0); /* not one the response cache keeps */
+    if (!c)
+        return;
+    int bodiless = x->status < 200 || x->status == 204 || x->status == 304;
+    if (length >= 0 && !bodiless) {
+        OUT_LIT(c, "Content-Length: ");
+        out_u64(c, (uint64_t)length);
+        OUT_LIT(c, "\r\n");
+    } else if (length < 0 && !bodiless && !x->head_only) {
+        if (x->req.minor_version >= 1) {
+            OUT_LIT(c, "Transfer-Encoding: chunked\r\n");
+            x->chunking = 1;
+        } else {
+            x->close = 1; /* the end of the connection ends the body */
+        }
+    }
+    end_head(x);
+}
+
+/* Output written outside process() leaves at the end of the iteration. */
+static void defer_flush(struct http_conn *c)
+{
+    if (c->in_process || c->flush_pending || c->closed)
+        return;
+    c->flush_pending = 1;
+    list_append(&c->srv->flushq, &c->flush_link);
+}
+
+size_t http_stream_write(struct http_exchange *x, const void *data, size_t len)
+{
+    struct http_conn *c = x->conn;
+    if (!c)
+        return 0;
+    if (len && !x->head_only) {
+        if (x->chunking) {
+            char hex[20];
+            int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
+            out_append(c, hex, (size_t)n);
+            out_append(c, data, len);
+            OUT_LIT(c, "\r\n");
+        } else {
+            out_append(c, data, len);
+        }
+        defer_flush(c);
+    }
+    return queued(c);
+}
+
+void http_stream_end(struct http_exchange *x)
+{
+    if (x->conn && x->chunking && !x->head_only)
+        OUT_LIT(x->conn, "0\r\n\r\n");
+    exchange_done(x);
+}
+
+void http_on_drain(struct http_exchange *x, void (*fn)(struct http_exchange *x), size_t mark)
+{
+    x->on_drain = fn;
+    x->drain_mark = mark;
+    if (x->conn)
+        notify_drain(x->conn);
+}
+
+size_t http_out_queued(const struct http_exchange *x)
+{
+    return x->conn ? queued(x->conn) : 0;
+}
+
+void http_abort(struct http_exchange *x)
+{
+    x->close = 1;
+    x->on_drain = NULL;
+    exchange_done(x);
+}
+
+uv_stream_t *http_upgrade(struct http_exchange *x, const char **rest, size_t *rest_len)
+{
+    struct http_conn *c = x->conn;
+    if (!c)
+        return NULL;
+    OUT_LIT(c, "\r\n");
+    stop_reading(c);
+    flush(c);
+    if (c->closed)
+        return NULL;
+    c->tunnel = 1;
+    x->tunnel = 1;
+    char *p = c->buf + c->start + x->head_len;
+    *rest = p;
+    *rest_len = c->len - (size_t)(p - c->buf);
+    return (uv_stream_t *)&c->tcp;
+}
+
+void http_upgrade_end(struct http_exchange *x)
+{
+    x->close = 1;
+    exchange_done(x);
+}
+
 const char *http_req_header(const struct http_exchange *x, const char *name, size_t *len)
 {
     int i = http_find_header(&x->req, name, strlen(name), 0);
@@ -550,6 +735,14 @@ static void exchange_done(struct http_exchange *x)
         exchange_put(srv, x);
         return;
     }
+    if (x->tunnel) {
+        c->x = NULL;
+        exchange_put(srv, x);
+        conn_close(c);
+        return;
+    }
+    if (x->streaming && !x->body_done && has_body(&x->req))
+        x->close = 1; /* the rest of the body is still on its way */
     c->start += x->head_len + x->raw_body;
     c->seen = 0;
     if (x->close)
@@ -680,6 +873,95 @@ static int has_body(const struct http_request *req)
     return req->chunked || req->content_length > 0;
 }
 
+/* A streaming body gets a bigger read buffer, with the head at its start;
+ * the view of the head is taken again in it. */
+static void stream_buffer(struct http_conn *c)
+{
+    struct http_exchange *x = c->x;
+    struct http_server *srv = c->srv;
+    char *p = c->cap < STREAM_RBUF ? malloc(STREAM_RBUF) : NULL;
+    if (!p)
+        return; /* the small buffer will do, more slowly */
+    size_t n = c->len - c->start;
+    memcpy(p, c->buf + c->start, n);
+    rbuf_put(srv, c->buf, c->cap);
+    c->buf = p;
+    c->cap = STREAM_RBUF;
+    c->len = (uint32_t)n;
+    c->start = 0;
+    http_parse_request(c->buf, n, 0, &srv->limits, &x->req);
+    router_match(srv->router, x->req.method, x->req.path, x->req.path_len, &x->match);
+}
+
+/* A streaming route's handler runs now; its body waits in the buffer. */
+static void stream_dispatch(struct http_conn *c)
+{
+    struct http_exchange *x = c->x;
+    x->streaming = 1;
+    x->body_left = x->req.content_length > 0 ? (uint64_t)x->req.content_length : 0;
+    x->dec.max_body = UINT64_MAX;
+    if (has_body(&x->req))
+        stream_buffer(c);
+    set_state(c, ST_BUSY);
+    x->match.route->handler(x);
+}
+
+/*
+ * Hands what arrived of a streaming body to its handler. The piece given
+ * counts as the exchange's raw_body during the call, so that an answer
+ * from inside the callback moves past it; afterwards it is dropped from
+ * the buffer. Returns 1 when the handler was called, 0 when waiting (for
+ * input, or for the handler to ask).
+ */
+static int feed_body(struct http_conn *c)
+{
+    struct http_exchange *x = c->x;
+    if (!x->on_body || x->body_paused || x->body_done)
+        return 0;
+    char *p = c->buf ? c->buf + c->start + x->head_len : NULL;
+    size_t avail = p ? c->len - (size_t)(p - c->buf) : 0, n = 0, rest = 0;
+    int status = 0;
+    if (!has_body(&x->req)) {
+        status = 1;
+    } else if (!avail) {
+        if (!c->peer_eof)
+            return 0;
+        status = -499;
+    } else if (x->req.chunked) {
+        n = avail;
+        ssize_t r = http_chunked_decode(&x->dec, p, &n);
+        if (r == HTTP_ERROR) {
+            n = 0;
+            status = -(x->dec.status ? x->dec.status : 400);
+        } else if (r >= 0) {
+            rest = (size_t)r;
+            status = 1;
+        }
+    } else {
+        n = avail < x->body_left ? avail : (size_t)x->body_left;
+        x->body_left -= n;
+        rest = avail - n;
+        status = x->body_left == 0;
+    }
+    x->body_in += avail - rest;
+    if (status) {
+        x->body_done = 1;
+        if (status < 0)
+            x->close = 1;
+    }
+    if (p) {
+        c->len = (uint32_t)(p - c->buf + n + rest);
+        x->raw_body = (uint32_t)n;
+    }
+    x->on_body(x, p, n, status);
+    if (c->x == x && p) {
+        memmove(p, p + n, rest);
+        c->len -= (uint32_t)n;
+        x->raw_body = 0;
+    }
+    return 1;
+}
+
 /* Parses the next request head. Returns the loop's next step: -1 to stop
  * for input, 1 to go on. */
 static int parse_next(struct http_conn *c)
@@ -717,12 +999,22 @@ static int parse_next(struct http_conn *c)
     x->head_len = (uint32_t)r;
     x->head_only = x->req.method == HTTP_HEAD;
     router_match(srv->router, x->req.method, x->req.path, x->req.path_len, &x->match);
+    if (x->match.status == 0 && (x->match.route->flags & ROUTE_STREAM)) {
+        stream_dispatch(c);
+        return 1;
+    }
+    if (x->req.content_length > 0 && (uint64_t)x->req.content_length > srv->max_body) {
+        x->close = 1;
+        set_state(c, ST_BUSY);
+        http_error(x, 413, "request body too large");
+        return 1;
+    }
     if (!has_body(&x->req)) {
         dispatch(c);
         return 1;
     }
     x->body_left = x->req.content_length > 0 ? (uint64_t)x->req.content_length : 0;
-    x->dec.max_body = srv->limits.max_body;
+    x->dec.max_body = srv->max_body;
     if (x->req.expect_continue && avail == (size_t)r) {
         if (x->match.status) {
             /* answering before the body: the rest of the stream is unknown */
@@ -744,6 +1036,11 @@ static enum stop run_requests(struct http_conn *c)
         if (c->closed || c->closing)
             return STOP_CLOSING;
         if (c->x) {
+            if (c->x->streaming) {
+                if (feed_body(c))
+                    continue;
+                return STOP_BUSY;
+            }
             if (c->state != ST_BODY)
                 return STOP_BUSY;
             int r = read_body(c);
@@ -776,7 +1073,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 
 static void start_reading(struct http_conn *c)
 {
-    if (c->reading || c->closed)
+    if (c->reading || c->closed || c->tunnel || c->peer_eof)
         return;
     if (c->buf && c->len == c->cap)
         return;
@@ -858,6 +1155,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             /* a half-closed client still gets the answer it waits for */
             stop_reading(c);
             c->x->close = 1;
+            if (c->x->streaming && !c->x->body_done) {
+                c->peer_eof = 1; /* the body's handler hears of it */
+                process(c);
+            }
             return;
         }
         conn_close(c);
@@ -911,7 +1212,7 @@ static void write_cb(uv_write_t *req, int status)
         metrics_add(srv->slot->bytes_out, o->len - o->sent);
     c->inflight = NULL;
     obuf_put(srv, o);
-    if (c->closed)
+    if (c->closed || c->tunnel) /* a tunnel's owner sees errors itself */
         return;
     if (status < 0) {
         conn_close(c);
@@ -920,6 +1221,23 @@ static void write_cb(uv_write_t *req, int status)
     if (c->state == ST_SEND)
         set_state(c, ST_IDLE); /* settle() picks the right one */
     process(c);
+    notify_drain(c);
+}
+
+static size_t queued(const struct http_conn *c)
+{
+    return (c->out ? c->out->len - c->out->sent : 0) + (c->inflight ? c->inflight->len - c->inflight->sent : 0);
+}
+
+/* A streaming handler waiting for the client to take its output. */
+static void notify_drain(struct http_conn *c)
+{
+    struct http_exchange *x = c->x;
+    if (c->closed || !x || !x->on_drain || queued(c) > x->drain_mark)
+        return;
+    void (*fn)(struct http_exchange *) = x->on_drain;
+    x->on_drain = NULL;
+    fn(x);
 }
 
 static void flush(struct http_conn *c)
@@ -961,6 +1279,8 @@ static void flush(struct http_conn *c)
     }
     if (c->closing && !c->x && c->state != ST_LINGER)
         begin_linger(c);
+    else if (c->x && c->x->on_drain)
+        notify_drain(c);
 }
 
 /* --- files ------------------------------------------------------------- */
@@ -1094,6 +1414,9 @@ static void conn_close(struct http_conn *c)
         return;
     c->closed = 1;
     list_unlink(&c->link);
+    list_unlink(&c->flush_link);
+    c->flush_pending = 0;
+    c->tcp.data = c; /* a tunnel's owner may have borrowed it */
     if (c->x && c->state == ST_BODY) {
         /* no handler has seen it yet: nobody else holds the exchange */
         metrics_add(c->srv->slot->inflight, (uint64_t)-1);
@@ -1133,6 +1456,7 @@ static void conn_start(struct http_server *srv, uv_stream_t *server, int fd)
     c->tcp.data = c;
     c->srv = srv;
     list_init(&c->link);
+    list_init(&c->flush_link);
     srv->nconns++;
     metrics_add(srv->slot->conns_open, 1);
     metrics_add(srv->slot->conns_total, 1);
@@ -1254,6 +1578,17 @@ static void sweep_cb(uv_timer_t *t)
 
 /* --- the server -------------------------------------------------------- */
 
+static void flusher_cb(uv_check_t *h)
+{
+    struct http_server *srv = h->data;
+    while (!list_empty(&srv->flushq)) {
+        struct http_conn *c = list_entry(srv->flushq.next, struct http_conn, flush_link);
+        list_unlink(&c->flush_link);
+        c->flush_pending = 0;
+        flush(c);
+    }
+}
+
 struct http_server *http_server_new(uv_loop_t *loop, const struct cfg *cfg, struct router *router,
                                     struct metrics_slot *slot)
 {
@@ -1267,7 +1602,8 @@ struct http_server *http_server_new(uv_loop_t *loop, const struct cfg *cfg, stru
     srv->limits.max_uri = (size_t)cfg->limits.max_uri;
     srv->limits.max_head = (size_t)cfg->limits.max_header_size;
     srv->limits.max_headers = (size_t)cfg->limits.max_headers;
-    srv->limits.max_body = (uint64_t)cfg->limits.max_body;
+    srv->limits.max_body = UINT64_MAX; /* checked after routing: streaming routes have none */
+    srv->max_body = (uint64_t)cfg->limits.max_body;
     srv->xsize = sizeof(struct http_exchange) + (size_t)cfg->limits.max_headers * sizeof(struct http_header);
     for (int i = 0; i < ST_COUNT; i++)
         list_init(&srv->lists[i]);
@@ -1276,6 +1612,12 @@ struct http_server *http_server_new(uv_loop_t *loop, const struct cfg *cfg, stru
     srv->open_handles = 1;
     uv_timer_start(&srv->sweep, sweep_cb, 1000, 1000);
     uv_unref((uv_handle_t *)&srv->sweep);
+    list_init(&srv->flushq);
+    uv_check_init(loop, &srv->flusher);
+    srv->flusher.data = srv;
+    srv->open_handles++;
+    uv_check_start(&srv->flusher, flusher_cb);
+    uv_unref((uv_handle_t *)&srv->flusher);
     return srv;
 }
 
@@ -1334,6 +1676,7 @@ void http_server_close(struct http_server *srv)
         uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
     }
     uv_close((uv_handle_t *)&srv->sweep, server_handle_closed);
+    uv_close((uv_handle_t *)&srv->flusher, server_handle_closed);
 }
 
 uint64_t http_server_internal_errors(const struct http_server *srv)

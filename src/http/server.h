@@ -9,6 +9,13 @@
  * of pipelined requests are written in order, together, in one write when
  * they are ready together.
  *
+ * Streaming routes (ROUTE_STREAM, http/router.h) differ: the handler runs
+ * as soon as the head is in, reads the body as it arrives with
+ * http_body_start (pausing when it cannot take more), and may write the
+ * response in pieces (http_stream_*), told when the client has taken the
+ * output (http_on_drain). A handler may also take the connection over
+ * after a 101 answer (http_upgrade). This is what the proxy is built on.
+ *
  * Ownership and lifetime:
  * - struct http_exchange is one request and its response. It belongs to the
  *   engine. A handler may keep the pointer until it calls http_finish() /
@@ -75,6 +82,15 @@ struct http_exchange {
     char *body_store;        /* body that did not fit the read buffer */
     size_t body_cap;
     struct http_chunked dec;
+    /* streaming (ROUTE_STREAM) */
+    void (*on_body)(struct http_exchange *x, const char *data, size_t len, int status);
+    void (*on_drain)(struct http_exchange *x);
+    size_t drain_mark;
+    uint64_t body_in;        /* body bytes (as sent) read so far */
+    unsigned streaming : 1;  /* a streaming route's exchange */
+    unsigned body_paused : 1;
+    unsigned body_done : 1;  /* the whole body was handed over (or failed) */
+    unsigned tunnel : 1;     /* the connection was taken over (http_upgrade) */
     struct http_header headers[]; /* limits.max_headers entries */
 };
 
@@ -132,6 +148,8 @@ void http_error(struct http_exchange *x, int status, const char *msg);
  * of known length) or http_begin_chunks / http_chunk / http_end_chunks. */
 void http_begin(struct http_exchange *x, int status);
 void http_header(struct http_exchange *x, const char *name, const char *value, size_t value_len);
+/* The same with a name that is a slice (a proxy forwarding fields). */
+void http_header_n(struct http_exchange *x, const char *name, size_t name_len, const char *value, size_t value_len);
 void http_finish(struct http_exchange *x, const char *content_type, const void *body, size_t len);
 void http_begin_chunks(struct http_exchange *x, const char *content_type);
 void http_chunk(struct http_exchange *x, const void *data, size_t len);
@@ -145,6 +163,73 @@ void http_end_chunks(struct http_exchange *x);
  */
 void http_finish_file(struct http_exchange *x, const char *content_type, int fd, uint64_t offset,
                       uint64_t len);
+
+/* --- streaming (routes added with ROUTE_STREAM) ------------------------- */
+
+/*
+ * Starts handing the request body to `fn`, decoded (Content-Length or
+ * chunked), in pieces as it arrives: `data` is valid only during the call.
+ * `status` is 0 while more follows, 1 with the last piece (possibly
+ * empty), or negative when the body cannot be read: -400 malformed
+ * chunked coding, -499 the client went away mid-body. After a negative
+ * status the handler answers (http_error) or, once its response started,
+ * calls http_abort. A request without a body gets one call with status 1.
+ * Sends "100 Continue" first when the client asked for it. The callback
+ * may call http_body_pause, and may answer the request (which then closes
+ * the connection if the body was not all read).
+ */
+typedef void (*http_body_fn)(struct http_exchange *x, const char *data, size_t len, int status);
+void http_body_start(struct http_exchange *x, http_body_fn fn);
+
+/* Stops handing out body pieces (and, once the read buffer is full,
+ * reading from the client) until http_body_resume. */
+void http_body_pause(struct http_exchange *x);
+void http_body_resume(struct http_exchange *x);
+
+/* 1 when the request has a body (Content-Length > 0 or chunked). */
+int http_req_has_body(const struct http_exchange *x);
+
+/*
+ * Ends the head begun with http_begin and headers (which must hold
+ * Content-Type if wanted) for a body written in pieces: `length` >= 0
+ * writes Content-Length; -1 writes chunked coding (for an HTTP/1.0 client:
+ * no framing, and the connection closes after the body). Then
+ * http_stream_write any number of times and http_stream_end.
+ * Writes go out at the end of the loop's iteration (or sooner when the
+ * engine flushes), so pieces written together leave in one write.
+ * http_stream_write returns the bytes queued for the client and not yet
+ * written: above a mark of its choosing the caller stops producing and
+ * asks to be told (http_on_drain).
+ */
+void http_stream_head(struct http_exchange *x, int64_t length);
+size_t http_stream_write(struct http_exchange *x, const void *data, size_t len);
+void http_stream_end(struct http_exchange *x);
+
+/* Calls fn once, when the output queued for the client falls to `mark`
+ * bytes or below (at once if it already has). */
+void http_on_drain(struct http_exchange *x, void (*fn)(struct http_exchange *x), size_t mark);
+
+/* Bytes of output queued for the client, not yet written. */
+size_t http_out_queued(const struct http_exchange *x);
+
+/* The response cannot be completed (its source failed midway): ends the
+ * exchange and closes the connection once what was queued is written, so
+ * that the client sees the response cut short. */
+void http_abort(struct http_exchange *x);
+
+/*
+ * Takes the connection over (WebSocket and other Upgrade protocols): after
+ * http_begin(x, 101) and its headers, ends the head, queues it, and
+ * returns the client's stream; `rest` is what the client sent after the
+ * request head (already part of the new protocol). From then on the
+ * engine neither reads, writes nor times out the connection: the caller
+ * uses libuv directly (its writes queue after the head), may set
+ * stream->data, and ends with http_upgrade_end, which closes it. If the
+ * connection is closed under it (a server shutdown), on_abort is called
+ * first, as for any exchange. NULL when the client is gone already.
+ */
+uv_stream_t *http_upgrade(struct http_exchange *x, const char **rest, size_t *rest_len);
+void http_upgrade_end(struct http_exchange *x);
 
 /*
  * The request's id: its X-Request-Id when that is a sane token (see

@@ -68,3 +68,5 @@ $abab -r "$rounds" -d "$secs" -c "$conns" -s "$here/cart-add.lua" \
 
 echo "== carts after the runs (every add answered 200 is in the store)"
 printf 'redis cart:bench product 1: %s\n' "$(redis-cli -p $rport HGET cart:bench 1)"
+echo "== Redis commands during the whole run (cohort's GETs are near-cache hits: few MGETs)"
+redis-cli -p $rport INFO commandstats | grep -E 'cmdstat_(mget|get|hincrby|incrby|incr|evalsha|eval|setex|set):' | cut -d, -f1

@@ -14,6 +14,7 @@
  *                  cache); call it last, after every route is in
  *   shop_stop      flushes counters, waits for work in flight, closes
  *   shop_free      frees (after shop_stop finished, or if never started)
+ * Each accepts a NULL shop (no shop: "app": "none") and does nothing.
  */
 #ifndef COHORT_APP_SHOP_H
 #define COHORT_APP_SHOP_H

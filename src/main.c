@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ static const char usage_main[] =
     "\n"
     "commands:\n"
     "  serve          run the application server (a master and its workers) in the foreground\n"
+    "  balance        run the load balancer: proxy every path to --upstream servers\n"
     "  check-config   validate the configuration and print the effective config\n"
     "  status         show the running master's workers (like pm2 ls); --json for scripts\n"
     "  reload         re-read the config and replace workers one at a time, without\n"
@@ -201,6 +203,199 @@ static int cmd_check_config(int argc, char **argv)
     return json ? 0 : 1;
 }
 
+/* --- cohort balance ------------------------------------------------------- */
+
+static const char usage_balance[] =
+    "usage: cohort balance --upstream HOST:PORT[,weight=N][,max_conns=N][,backup] ... [options]\n"
+    "\n"
+    "Runs the load balancer in the foreground: a master and its workers that\n"
+    "proxy every path to the upstream servers (one group, \"balance\"); its\n"
+    "/stats, /metrics and /status are on the admin listener (--admin-port).\n"
+    "\n"
+    "options:\n"
+    "  -u, --upstream SPEC     a server: HOST:PORT, then ,weight=N ,max_conns=N ,backup\n"
+    "  -a, --algorithm NAME    round_robin (default), least_conn, random, p2c, hash\n"
+    "      --hash KEY          what hash hashes: client (default), header:NAME, cookie:NAME\n"
+    "      --health-path PATH  active health checks: GET PATH on every server\n"
+    "      --health-interval D time between checks (default 5s)\n"
+    "      --retries N         further attempts on other servers (default 2)\n"
+    "      --admin-port N      listener for /stats, /metrics and /status (on --host)\n"
+    "  -p, --port N            listen port (default 8080; env PORT)\n"
+    "  -H, --host ADDR         listen address (default 127.0.0.1; env HOST)\n"
+    "  -w, --workers N         worker processes, 0 = available CPUs (env WORKERS)\n"
+    "  -s, --schedule MODE     reuseport, shared, round_robin or least_loaded\n"
+    "  -c, --config FILE       a config file under the flags (upstreams, timeouts, logs...)\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "The same group in a config file: \"upstreams\" and a route with handler \"proxy\"\n"
+    "(docs/proxy.md). Signals and `cohort status | reload | stop -p PORT` as for serve.\n";
+
+/* "HOST:PORT[,weight=N][,max_conns=N][,backup]" as a server object. */
+static json_t *server_spec(const char *spec, char *err, size_t errlen)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", spec);
+    char *save = NULL, *tok = strtok_r(buf, ",", &save);
+    json_t *o = json_object();
+    if (!tok || !o) {
+        snprintf(err, errlen, "--upstream %s: expected HOST:PORT[,weight=N][,max_conns=N][,backup]", spec);
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "address", json_string(tok));
+    while ((tok = strtok_r(NULL, ",", &save))) {
+        char *end = NULL;
+        if (strcmp(tok, "backup") == 0) {
+            json_object_set_new(o, "backup", json_true());
+            continue;
+        }
+        const char *key = strncmp(tok, "weight=", 7) == 0 ? "weight" : strncmp(tok, "max_conns=", 10) == 0 ? "max_conns" : NULL;
+        long v = key ? strtol(strchr(tok, '=') + 1, &end, 10) : 0;
+        if (!key || !end || *end || end == strchr(tok, '=') + 1) {
+            snprintf(err, errlen, "--upstream %s: \"%s\" is not weight=N, max_conns=N or backup", spec, tok);
+            json_decref(o);
+            return NULL;
+        }
+        json_object_set_new(o, key, json_integer(v));
+    }
+    return o;
+}
+
+struct balance_opts {
+    json_t *servers, *group;
+    const char *file;
+    const char *ov[16];
+    int n;
+};
+
+static void balance_override(struct balance_opts *b, const char *key, const char *value)
+{
+    char *s = NULL;
+    if (asprintf(&s, "%s=%s", key, value) >= 0 && b->n < 15)
+        b->ov[b->n++] = s; /* kept for the master's life: a reload reads them again */
+}
+
+/* --hash client | header:NAME | cookie:NAME */
+static int hash_spec(json_t *group, const char *spec)
+{
+    const char *colon = strchr(spec, ':');
+    json_t *h = json_object();
+    json_object_set_new(group, "hash", h);
+    if (strcmp(spec, "client") == 0) {
+        json_object_set_new(h, "on", json_string("client"));
+        return 0;
+    }
+    if (!colon || !colon[1] || (strncmp(spec, "header:", 7) != 0 && strncmp(spec, "cookie:", 7) != 0))
+        return -1;
+    json_object_set_new(h, "on", json_stringn(spec, (size_t)(colon - spec)));
+    json_object_set_new(h, "name", json_string(colon + 1));
+    return 0;
+}
+
+static json_t *health_of(json_t *group)
+{
+    if (!json_object_get(group, "health"))
+        json_object_set_new(group, "health", json_object());
+    return json_object_get(group, "health");
+}
+
+/* Flags to config overrides: -1 to go on, or an exit code. */
+static int balance_parse(int argc, char **argv, struct balance_opts *b)
+{
+    static const struct option longopts[] = {
+        {"upstream", required_argument, NULL, 'u'},   {"algorithm", required_argument, NULL, 'a'},
+        {"hash", required_argument, NULL, 'K'},       {"health-path", required_argument, NULL, 'P'},
+        {"health-interval", required_argument, NULL, 'I'}, {"retries", required_argument, NULL, 'R'},
+        {"admin-port", required_argument, NULL, 'A'}, {"port", required_argument, NULL, 'p'},
+        {"host", required_argument, NULL, 'H'},       {"workers", required_argument, NULL, 'w'},
+        {"schedule", required_argument, NULL, 's'},   {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+    char err[600];
+    int ch, port = 0;
+    b->servers = json_array();
+    b->group = json_object();
+    opterr = 0;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, ":u:a:p:H:w:s:c:h", longopts, NULL)) != -1) {
+        json_t *srv;
+        switch (ch) {
+        case 'u':
+            if (!(srv = server_spec(optarg, err, sizeof(err))))
+                return bad_usage("%s", err, usage_balance, "balance");
+            json_array_append_new(b->servers, srv);
+            break;
+        case 'a': json_object_set_new(b->group, "algorithm", json_string(optarg)); break;
+        case 'K':
+            json_object_set_new(b->group, "algorithm", json_string("hash"));
+            if (hash_spec(b->group, optarg) < 0)
+                return bad_usage("--hash %s: expected client, header:NAME or cookie:NAME", optarg, usage_balance, "balance");
+            break;
+        case 'P': json_object_set_new(health_of(b->group), "path", json_string(optarg)); break;
+        case 'I': json_object_set_new(health_of(b->group), "interval", json_string(optarg)); break;
+        case 'R': json_object_set_new(b->group, "retries", json_integer(atoi(optarg))); break;
+        case 'A': balance_override(b, "admin.port", optarg); break;
+        case 'p': balance_override(b, "server.port", optarg); port = 1; break;
+        case 'H': balance_override(b, "server.host", optarg); break;
+        case 'w': balance_override(b, "workers", optarg); break;
+        case 's': balance_override(b, "schedule", optarg); break;
+        case 'c': b->file = optarg; break;
+        case 'h': fputs(usage_balance, stdout); return 0;
+        case ':': return bad_usage("option %s needs a value", argv[optind - 1], usage_balance, "balance");
+        default: return bad_usage("unknown option %s", argv[optind - 1], usage_balance, "balance");
+        }
+    }
+    if (optind < argc)
+        return bad_usage("unexpected argument %s", argv[optind], usage_balance, "balance");
+    if (!json_array_size(b->servers) && !b->file)
+        return bad_usage("%s", "at least one --upstream HOST:PORT is needed", usage_balance, "balance");
+    if (!port && !b->file && !getenv("PORT"))
+        balance_override(b, "server.port", "8080");
+    if (json_array_size(b->servers)) {
+        json_object_set(b->group, "servers", b->servers);
+        json_t *ups = json_pack("{s:O}", "balance", b->group);
+        char *text = json_dumps(ups, JSON_COMPACT);
+        json_decref(ups);
+        balance_override(b, "upstreams", text ? text : "{}");
+        free(text);
+        balance_override(b, "routes", "[{\"path\": \"/*\", \"handler\": \"proxy\", \"upstream\": \"balance\"}]");
+        balance_override(b, "app", "none");
+    }
+    json_decref(b->servers);
+    json_decref(b->group);
+    return -1;
+}
+
+static int cmd_balance(int argc, char **argv)
+{
+    static struct balance_opts b;
+    static struct cfg_sources src;
+    struct cfg cfg;
+    char err[1024], exe[PATH_MAX];
+    int r = balance_parse(argc, argv, &b);
+    if (r >= 0)
+        return r;
+    b.ov[b.n] = NULL;
+    src.file = b.file;
+    src.no_files = !b.file; /* config/ is the application server's, not ours */
+    src.use_environ = 1;
+    src.overrides = b.ov;
+    if (cfg_load(&src, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "cohort: %s\n", err);
+        return CFG_EXIT_CODE;
+    }
+    if (!cfg.nupstreams) {
+        fprintf(stderr, "cohort: %s names no upstream group: give --upstream HOST:PORT\n", b.file);
+        cfg_free(&cfg);
+        return CFG_EXIT_CODE;
+    }
+    if (self_path(exe, sizeof(exe)) < 0) {
+        fprintf(stderr, "cohort: cannot find my own binary: %s\n", strerror(errno));
+        cfg_free(&cfg);
+        return 1;
+    }
+    return master_run(&cfg, &src, exe);
+}
+
 /* Hidden: the master starts each worker as `cohort __worker ID SLOT`. */
 static int cmd_worker(int argc, char **argv)
 {
@@ -224,6 +419,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "balance") == 0)
+        return cmd_balance(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return cmd_check_config(argc - 1, argv + 1);
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "stop") == 0)

@@ -15,13 +15,17 @@
 #include "http/accesslog.h"
 #include "http/server.h"
 #include "http/static.h"
+#include "proc/worker.h"
+#include "proxy/proxy.h"
 
 struct app {
     struct app_env env;
     struct static_dir **dirs;
     size_t ndirs;
     struct stats *stats;       /* /metrics, /stats, /status, loop lag */
-    struct shop *shop;         /* the shop API, counters, response cache */
+    struct shop *shop;         /* the shop API, counters, response cache; NULL with app "none" */
+    struct proxy *proxy;       /* the load balancer's routes (docs/proxy.md); NULL without upstreams */
+    struct router *stats_router; /* app "none" without an admin listener: stats routes go nowhere */
     void (*stopped)(void *arg);
     void *stopped_arg;
 };
@@ -36,6 +40,11 @@ static void health_handle(struct http_exchange *x)
 {
     static const char body[] = "{\"status\":\"ok\"}";
     http_respond(x, 200, "application/json", body, sizeof(body) - 1);
+}
+
+static void upstream_state(void *arg, const void *msg, size_t len)
+{
+    proxy_on_state(arg, msg, len);
 }
 
 static int add_static(struct app *a, struct router *r, const struct cfg_route *rt, char *err, size_t errlen)
@@ -67,12 +76,14 @@ static int add_route(struct app *a, struct router *r, const struct cfg_route *rt
     int rc;
     if (strcmp(rt->handler, "static") == 0)
         return add_static(a, r, rt, err, errlen);
-    if (strcmp(rt->handler, "hello") == 0)
+    if (strcmp(rt->handler, "proxy") == 0)
+        rc = a->proxy ? proxy_route(a->proxy, r, rt) : -ENOENT;
+    else if (strcmp(rt->handler, "hello") == 0)
         rc = router_add(r, HTTP_M(HTTP_GET), rt->path, hello_handle, NULL);
     else if (strcmp(rt->handler, "health") == 0)
         rc = router_add(r, HTTP_M(HTTP_GET), rt->path, health_handle, NULL);
     else
-        rc = shop_route(a->shop, r, rt->path, rt->handler);
+        rc = a->shop ? shop_route(a->shop, r, rt->path, rt->handler) : -ENOENT;
     if (rc < 0)
         snprintf(err, errlen, "route %s: cannot add handler %s", rt->path, rt->handler);
     return rc;
@@ -90,10 +101,16 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
         app_free(a);
         return NULL;
     }
-    if (!(a->shop = shop_new(env, err, errlen))) {
+    if (cfg->app == CFG_APP_SHOP && !(a->shop = shop_new(env, err, errlen))) {
         app_free(a);
         return NULL;
     }
+    if (cfg->nupstreams && !(a->proxy = proxy_new(env->loop, cfg, env->slot, worker_send_upstream, err, errlen))) {
+        app_free(a);
+        return NULL;
+    }
+    if (a->proxy)
+        worker_on_upstream(upstream_state, a->proxy);
     /* config routes first: among exact routes the first added wins */
     for (size_t i = 0; i < cfg->nroutes; i++) {
         if (add_route(a, r, &cfg->routes[i], err, errlen) < 0) {
@@ -101,20 +118,27 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
             return NULL;
         }
     }
-    if (router_add(r, HTTP_M(HTTP_GET), "/", hello_handle, NULL) < 0 ||
-        router_add(r, HTTP_M(HTTP_GET), "/health", health_handle, NULL) < 0 ||
-        broadcast_register(r, env->worker_id) < 0 || testroutes_register(r, env->loop) < 0 ||
-        shop_routes(a->shop, r) < 0) {
+    if (a->shop && (router_add(r, HTTP_M(HTTP_GET), "/", hello_handle, NULL) < 0 ||
+                    router_add(r, HTTP_M(HTTP_GET), "/health", health_handle, NULL) < 0 ||
+                    broadcast_register(r, env->worker_id) < 0 || testroutes_register(r, env->loop) < 0 ||
+                    shop_routes(a->shop, r) < 0)) {
         snprintf(err, errlen, "cannot add built-in routes");
         app_free(a);
         return NULL;
     }
-    if (!(a->stats = stats_new(env, err, errlen))) {
+    /* app "none" serves the config's routes only: /metrics, /stats and
+     * /status live on the admin listener, or nowhere */
+    struct app_env senv = *env;
+    if (!a->shop && !env->admin_fd && !(senv.router = a->stats_router = router_new())) {
+        app_free(a);
+        return NULL;
+    }
+    if (!(a->stats = stats_new(&senv, err, errlen))) {
         app_free(a);
         return NULL;
     }
     /* last: it wraps every route added above (request counters, cache) */
-    if (shop_start(a->shop, r, err, errlen) < 0) {
+    if (a->shop && shop_start(a->shop, r, err, errlen) < 0) {
         app_free(a);
         return NULL;
     }
@@ -122,11 +146,20 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
 }
 
 /* The access log is flushed last: requests answered while stopping are in it. */
-static void stats_stopped(void *arg)
+static void proxy_stopped(void *arg)
 {
     struct app *a = arg;
     accesslog_close();
     a->stopped(a->stopped_arg);
+}
+
+static void stats_stopped(void *arg)
+{
+    struct app *a = arg;
+    if (a->proxy)
+        proxy_stop(a->proxy, proxy_stopped, a);
+    else
+        proxy_stopped(a);
 }
 
 /* The shop first: its counters are flushed before stats stop. */
@@ -140,7 +173,10 @@ void app_stop(struct app *a, void (*done)(void *arg), void *arg)
 {
     a->stopped = done;
     a->stopped_arg = arg;
-    shop_stop(a->shop, shop_stopped, a);
+    if (a->shop)
+        shop_stop(a->shop, shop_stopped, a);
+    else
+        shop_stopped(a);
 }
 
 void app_free(struct app *a)
@@ -151,7 +187,9 @@ void app_free(struct app *a)
         static_dir_free(a->dirs[i]);
     free(a->dirs);
     stats_free(a->stats);
+    router_free(a->stats_router);
     shop_free(a->shop);
+    proxy_free(a->proxy);
     accesslog_close(); /* no-op after app_stop */
     free(a);
 }

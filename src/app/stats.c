@@ -245,7 +245,13 @@ static void render_upstreams(struct sbuf *o, const struct stats_view *v)
         {"cohort_upstream_responses_total", "counter", "Responses received from an upstream server."},
         {"cohort_upstream_response_seconds_total", "counter", "Time spent waiting for upstream responses."},
         {"cohort_upstream_up", "gauge", "1 while the health checks find the upstream server up."},
+        {"cohort_upstream_in_flight", "gauge", "Requests in flight to an upstream server."},
+        {"cohort_upstream_ejections_total", "counter", "Times an upstream server was ejected for failing."},
     };
+    uint64_t inflight[METRICS_UPSTREAMS] = {0};
+    for (int u = 0; u < METRICS_UPSTREAMS; u++)
+        for (uint32_t i = 0; i < v->nslots; i++)
+            inflight[u] += v->slots[i].upstream_inflight[u];
     for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
         family(o, fams[f].name, fams[f].type, fams[f].help);
         for (int u = 0; u < METRICS_UPSTREAMS; u++) {
@@ -262,6 +268,8 @@ static void render_upstreams(struct sbuf *o, const struct stats_view *v)
             case 1: sbuf_printf(o, "%llu\n", (unsigned long long)sum[u].failures); break;
             case 2: sbuf_printf(o, "%llu\n", (unsigned long long)sum[u].responses); break;
             case 3: seconds(o, sum[u].latency_us_sum); sbuf_puts(o, "\n"); break;
+            case 5: sbuf_printf(o, "%llu\n", (unsigned long long)inflight[u]); break;
+            case 6: sbuf_printf(o, "%llu\n", (unsigned long long)metrics_get(v->shm->upstream[u].ejections)); break;
             default: sbuf_printf(o, "%llu\n", (unsigned long long)metrics_get(v->shm->upstream[u].up)); break;
             }
         }
@@ -450,16 +458,29 @@ static void json_upstreams(struct sbuf *o, const struct stats_view *v)
         if (!st->name[0])
             continue;
         struct metrics_upstream_counts c = v->retired.upstream[u];
+        uint64_t inflight = 0;
         for (uint32_t i = 0; i < v->nslots; i++) {
             c.requests += v->slots[i].upstream[u].requests;
             c.failures += v->slots[i].upstream[u].failures;
             c.latency_us_sum += v->slots[i].upstream[u].latency_us_sum;
             c.responses += v->slots[i].upstream[u].responses;
+            inflight += v->slots[i].upstream_inflight[u];
         }
         sbuf_puts(o, first ? "{\"name\":" : ",{\"name\":");
         first = 0;
         sbuf_json_str(o, st->name, strnlen(st->name, METRICS_NAME_LEN));
         sbuf_printf(o, ",\"up\":%s", metrics_get(st->up) ? "true" : "false");
+        /* the balancer's (src/proxy/health.c): group, state, weight, in flight, ejections */
+        static const char *const states[] = {"up", "down", "ejected", "warming"};
+        uint64_t state = metrics_get(st->state);
+        sbuf_puts(o, ",\"group\":");
+        sbuf_json_str(o, st->group, strnlen(st->group, METRICS_NAME_LEN));
+        sbuf_printf(o, ",\"state\":\"%s\"", state < 4 ? states[state] : "up");
+        jkey_u64(o, "weight", metrics_get(st->weight), 1);
+        sbuf_printf(o, ",\"backup\":%s", metrics_get(st->backup) ? "true" : "false");
+        jkey_u64(o, "inflight", inflight, 1);
+        jkey_u64(o, "responses", c.responses, 1);
+        jkey_u64(o, "ejections", metrics_get(st->ejections), 1);
         jkey_u64(o, "requests", c.requests, 1);
         jkey_u64(o, "failures", c.failures, 1);
         jkey_num(o, "avgMs", c.responses ? (double)c.latency_us_sum / (double)c.responses / 1000.0 : 0, 1);

@@ -23,6 +23,8 @@ enum ipc_type {
     IPC_CONN = 4,      /* master -> worker: carries an accepted connection */
     IPC_APP = 5,       /* worker -> master: an application message to broadcast */
     IPC_BROADCAST = 6, /* master -> worker: an application message from a worker */
+    IPC_UPSTREAM_STATE = 7,  /* master -> worker: an upstream server's state (proxy/upstream.h) */
+    IPC_UPSTREAM_REPORT = 8, /* worker -> master: failures in a row of an upstream server */
 };
 
 /* A master never queues more than this many bytes for one worker: messages

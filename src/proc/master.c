@@ -36,6 +36,7 @@
 #include "proc/ipc.h"
 #include "proc/notify.h"
 #include "proc/worker.h"
+#include "proxy/health.h"
 
 #ifndef COHORT_VERSION
 #define COHORT_VERSION "0.0.0"
@@ -125,6 +126,7 @@ struct master {
     int stopping, announced;
     uint64_t started_ms;
     int exit_code;
+    struct hc *hc;          /* upstream health checks and ejections (proxy/health.h) */
 };
 
 static void spawn(struct wslot *s, int replacement);
@@ -516,7 +518,26 @@ static void on_worker_msg(void *arg, const struct ipc_header *h, const char *pay
     case IPC_APP:
         relay_app(p, payload, h->len);
         break;
+    case IPC_UPSTREAM_REPORT:
+        if (p->m->hc)
+            hc_report(p->m->hc, payload, h->len);
+        break;
     }
+}
+
+/* Upstream state changes reach every worker (proxy/health.h). */
+static void upstream_broadcast(void *arg, const void *msg, size_t len)
+{
+    struct master *m = arg;
+    for (struct wproc *p = m->procs; p; p = p->next)
+        if (ipc_send((uv_stream_t *)&p->ipc, IPC_UPSTREAM_STATE, (uint16_t)p->slot->id, msg, (uint32_t)len) < 0)
+            log_warn("worker %d (pid %d) is not reading its channel: upstream state dropped", p->slot->id, p->pid);
+}
+
+static void upstream_send_one(void *arg, const void *msg, size_t len)
+{
+    struct wproc *p = arg;
+    ipc_send((uv_stream_t *)&p->ipc, IPC_UPSTREAM_STATE, (uint16_t)p->slot->id, msg, (uint32_t)len);
 }
 
 static void ipc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
@@ -597,6 +618,7 @@ static void spawn(struct wslot *s, int replacement)
         return;
     }
     /* the counters slot belongs to this process from now on */
+    metrics_mark_used(m->shm, (uint32_t)mslot);
     metrics_set(m->shm->slots[mslot].pid, (uint64_t)p->proc.pid);
     p->pid = p->proc.pid;
     p->started = uv_now(m->loop);
@@ -609,6 +631,8 @@ static void spawn(struct wslot *s, int replacement)
     else
         s->cur = p;
     uv_read_start((uv_stream_t *)&p->ipc, ipc_alloc_cb, ipc_read);
+    if (m->hc) /* before its first request, as far as the pipe goes */
+        hc_snapshot(m->hc, upstream_send_one, p);
     log_info("worker %d started (pid %d)%s", s->id, p->pid, replacement ? " as a replacement" : "");
 }
 
@@ -645,6 +669,8 @@ static void reload_finish(struct master *m, int ok, const char *msg)
     } else {
         cfg_free(&rl->next);
         close(rl->next_fd);
+        if (m->hc && hc_reload(m->hc, &m->cfg) < 0) /* back to the groups still served */
+            log_error("upstream health checks: out of memory");
     }
     rl->next_fd = -1;
     rl->active = 0;
@@ -702,6 +728,8 @@ static void reload_begin(struct master *m)
         fail_before_start(m, "reload refused: cannot hand the new config to workers");
         return;
     }
+    if (m->hc && hc_reload(m->hc, &rl->next) < 0)
+        log_error("upstream health checks: out of memory; the old groups stay checked");
     rl->active = 1;
     rl->index = 0;
     rl->replaced = 0;
@@ -1050,6 +1078,8 @@ static void kill_timer_cb(uv_timer_t *t)
 static void begin_stop(struct master *m, const char *why)
 {
     m->stopping = 1;
+    hc_close(m->hc);
+    m->hc = NULL;
     notify_send("STOPPING=1");
     log_info("%s: stopping gracefully (up to %lld ms)", why, (long long)m->cfg.shutdown_timeout_ms);
     /* workers keep their own descriptors; closing ours lets the sockets go
@@ -1146,6 +1176,10 @@ static int prepare(struct master *m)
         log_error("cannot set up shared state: %s", strerror(errno));
         return 1;
     }
+    if (!(m->hc = hc_new(m->loop, &m->cfg, m->shm, upstream_broadcast, m))) {
+        log_error("cannot set up upstream health checks: out of memory");
+        return 1;
+    }
     if (master_routes_connections(&m->cfg) && start_acceptor(m) < 0) {
         log_error("cannot accept on the listening socket");
         return 1;
@@ -1155,6 +1189,8 @@ static int prepare(struct master *m)
 
 static void cleanup(struct master *m)
 {
+    hc_close(m->hc);
+    m->hc = NULL;
     close_listeners(m);
     for (struct wproc *p = m->procs; p; p = p->next)
         close_proc_handles(p);

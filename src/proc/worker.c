@@ -47,6 +47,8 @@ struct worker {
     int stopping;
     worker_msg_fn on_app;
     void *on_app_arg;
+    worker_upstream_fn on_upstream;
+    void *on_upstream_arg;
 };
 
 static struct worker *self;
@@ -202,6 +204,23 @@ static void on_ipc_msg(void *arg, const struct ipc_header *h, const char *payloa
         begin_stop(w, "asked by the master");
     else if (h->type == IPC_BROADCAST && w->on_app)
         w->on_app(payload, h->len, h->worker, w->on_app_arg);
+    else if (h->type == IPC_UPSTREAM_STATE && w->on_upstream)
+        w->on_upstream(w->on_upstream_arg, payload, h->len);
+}
+
+int worker_send_upstream(const void *msg, size_t len)
+{
+    if (!self)
+        return -ESHUTDOWN;
+    return ipc_send((uv_stream_t *)&self->ipc, IPC_UPSTREAM_REPORT, (uint16_t)self->id, msg, (uint32_t)len);
+}
+
+void worker_on_upstream(worker_upstream_fn fn, void *arg)
+{
+    if (self) {
+        self->on_upstream = fn;
+        self->on_upstream_arg = arg;
+    }
 }
 
 int worker_send_app(const void *data, size_t len)

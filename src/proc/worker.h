@@ -28,6 +28,12 @@ typedef void (*worker_msg_fn)(const char *data, size_t len, int from_worker, voi
 int worker_send_app(const void *data, size_t len);
 /* Sets the callback for messages from other workers. */
 void worker_on_app(worker_msg_fn fn, void *arg);
+/* The load balancer's messages (proxy/health.h): a worker reports
+ * failures of an upstream server; the master sends every server's state. */
+typedef void (*worker_upstream_fn)(void *arg, const void *msg, size_t len);
+int worker_send_upstream(const void *msg, size_t len);
+void worker_on_upstream(worker_upstream_fn fn, void *arg);
+
 /* This worker's id, or -1 outside a worker. */
 int worker_id(void);
 

@@ -1,0 +1,158 @@
+"""Helpers of the load balancer's end-to-end tests (test_proxy*.py).
+
+`pybackend(port, name)` starts tests/e2e/pybackend.py (stopped by pid at
+the end of the test); `balancer(upstreams, ...)` starts `cohort serve` with a
+config whose one route proxies every path to the group "app", waits until
+it serves, and returns the conftest Server (stopped and checked by pid at
+the end: exit 0, no sanitizer report, no worker death).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import conftest
+import rawhttp
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class PyBackend:
+    def __init__(self, port, name, workdir):
+        self.port, self.name = port, name
+        self.log_path = os.path.join(str(workdir), "pybackend-%s.log" % name)
+        self.proc = None
+
+    def start(self):
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "pybackend.py"), str(self.port), self.name],
+                                     stdout=self.logf, stderr=self.logf, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                rawhttp.exchange(self.port, rawhttp.get("/count"), timeout=1)
+                return self
+            except (OSError, rawhttp.Closed, TimeoutError):
+                time.sleep(0.05)
+        raise AssertionError("pybackend %s did not start" % self.name)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def count(self):
+        return int(rawhttp.exchange(self.port, rawhttp.get("/count")).body)
+
+
+@pytest.fixture
+def pybackend(tmp_path):
+    started = []
+
+    def start(name, port=None):
+        b = PyBackend(port or conftest.free_port(), name, tmp_path).start()
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.kill()
+        b.logf.close()
+
+
+def group(servers, **kw):
+    """An upstream group: servers are "host:port" strings or dicts."""
+    g = {"servers": servers}
+    g.update(kw)
+    return g
+
+
+def balancer_config(port, upstreams, workers=2, admin_port=None, extra=None):
+    cfg = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "workers": workers,
+        "app": "none",
+        "shutdown_timeout": "10s",
+        "log": {"access": "stderr", "stats_interval": "0s"},
+        "upstreams": upstreams,
+        "routes": [{"path": "/*", "handler": "proxy", "upstream": "app"}],
+    }
+    if admin_port:
+        cfg["admin"] = {"port": admin_port}
+    if extra:
+        cfg = conftest.deep_merge(cfg, extra)
+    return cfg
+
+
+@pytest.fixture
+def balancer(tmp_path):
+    """balancer(group_dict, workers=2, admin=True, extra=None) -> Server with
+    .admin_port, started and serving."""
+    started = []
+
+    def start(app_group, workers=2, admin=True, extra=None):
+        d = tmp_path / ("lb%d" % len(started))
+        d.mkdir()
+        port = conftest.free_port()
+        admin_port = conftest.free_port() if admin else None
+        cfg = balancer_config(port, {"app": app_group}, workers, admin_port, extra)
+        s = conftest.Server(d, cfg)
+        s.admin_port = admin_port
+        started.append(s)
+        s.start(ready=False)
+        wait_serving(s)
+        return s
+
+    yield start
+    conftest.finish_all(started)
+
+
+def wait_serving(s, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while "serving http://" not in s.log():
+        if s.proc.poll() is not None:
+            raise AssertionError("cohort exited with %s:\n%s" % (s.proc.returncode, s.log()))
+        if time.monotonic() > deadline:
+            raise AssertionError("cohort did not start:\n%s" % s.log())
+        time.sleep(0.05)
+    s.workers()
+
+
+def stats(s):
+    """The balancer's /stats (admin listener)."""
+    return json.loads(rawhttp.exchange(s.admin_port, rawhttp.get("/stats")).body)
+
+
+def servers(s):
+    return {u["name"]: u for u in stats(s)["upstreams"]}
+
+
+def access_lines(s):
+    out = []
+    for line in s.log().splitlines():
+        if line.startswith("{") and '"upstream"' in line:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cohort_backend(cohort, workers=1, port=None):
+    """A `cohort serve` backend (the application server: GET /, /health, ...)."""
+    over = {"log": {"stats_interval": "0s"}}
+    if port:
+        over["server"] = {"port": port}
+    return cohort(over, workers=workers)

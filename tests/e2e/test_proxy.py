@@ -1,0 +1,287 @@
+"""The load balancer: forwarding, headers, distribution, retries, timeouts,
+stickiness, WebSocket, `cohort balance`. Backends are `cohort serve`
+instances and tests/e2e/pybackend.py, all on 127.0.0.1 free ports, stopped
+by pid."""
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+
+import conftest
+import rawhttp
+from proxyutil import (access_lines, balancer, cohort_backend, group, pybackend, servers,  # noqa: F401 (fixtures)
+                       stats, wait_serving)
+
+
+def get(port, path, headers=(), timeout=5.0):
+    return rawhttp.exchange(port, rawhttp.get(path, headers=headers), timeout=timeout)
+
+
+def test_distribution_by_weight(cohort, balancer):
+    a = cohort_backend(cohort)
+    b = cohort_backend(cohort)
+    lb = balancer(group([{"address": "127.0.0.1:%d" % a.port, "weight": 1},
+                         {"address": "127.0.0.1:%d" % b.port, "weight": 3}]))
+    base = [json.loads(get(x.port, "/stats").body)["requestCount"] for x in (a, b)]
+    with rawhttp.Conn(lb.port) as c:  # one connection: one worker's round robin
+        for _ in range(400):
+            c.send(rawhttp.get("/health"))
+            assert c.read_response().status == 200
+    by = servers(lb)
+    na, nb = by["127.0.0.1:%d" % a.port]["requests"], by["127.0.0.1:%d" % b.port]["requests"]
+    assert (na, nb) == (100, 300), "smooth weighted round robin gives exactly 1:3 (%d, %d)" % (na, nb)
+    # the backends agree
+    ca = json.loads(get(a.port, "/stats").body)["requestCount"] - base[0] - 1
+    cb = json.loads(get(b.port, "/stats").body)["requestCount"] - base[1] - 1
+    assert (ca, cb) == (100, 300), (ca, cb)
+    st = by["127.0.0.1:%d" % b.port]
+    assert st["group"] == "app" and st["state"] == "up" and st["weight"] == 3 and st["up"] is True
+    assert st["responses"] == 300 and st["failures"] == 0 and st["inflight"] == 0 and st["ejections"] == 0
+    m = rawhttp.exchange(lb.admin_port, rawhttp.get("/metrics")).body.decode()
+    assert 'cohort_upstream_requests_total{upstream="127.0.0.1:%d"} 300' % b.port in m
+    assert 'cohort_upstream_in_flight{upstream="127.0.0.1:%d"} 0' % b.port in m
+
+
+def test_headers_both_ways(pybackend, balancer):
+    be = pybackend("h")
+    lb = balancer(group(["127.0.0.1:%d" % be.port]))
+    r = get(lb.port, "/headers?x=1", headers=[
+        ("Connection", "keep-alive, X-Drop"), ("X-Drop", "1"), ("Keep-Alive", "timeout=9"), ("TE", "trailers"),
+        ("Proxy-Authorization", "Basic x"), ("Proxy-Connection", "keep-alive"), ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Forwarded-Proto", "https"), ("X-Request-Id", "abc-123"), ("Via", "1.0 edge"), ("X-Keep", "yes"),
+        ("Upgrade", "h2c")])
+    assert r.status == 200
+    seen = json.loads(r.body)
+    h = {}
+    for k, v in seen["headers"]:
+        h.setdefault(k.lower(), []).append(v)
+    assert seen["target"] == "/headers?x=1"
+    for gone in ("x-drop", "keep-alive", "te", "proxy-authorization", "proxy-connection", "upgrade"):
+        assert gone not in h, (gone, h)
+    assert "connection" not in h or h["connection"] == ["close"], h
+    assert h["x-keep"] == ["yes"]
+    assert h["host"] == ["x"]
+    assert h["x-forwarded-for"] == ["203.0.113.9, 127.0.0.1"]
+    assert h["x-forwarded-proto"] == ["http"]
+    assert h["x-forwarded-host"] == ["x"]
+    assert h["x-request-id"] == ["abc-123"]
+    assert h["via"] == ["1.0 edge, 1.1 cohort"]
+    assert r.header("X-Request-Id") == "abc-123"
+    # without an id, one is generated, the same on both sides
+    r = get(lb.port, "/headers")
+    rid = r.header("X-Request-Id")
+    assert rid and [v for k, v in json.loads(r.body)["headers"] if k.lower() == "x-request-id"] == [rid]
+    # the response's hop-by-hop fields stay behind
+    r = get(lb.port, "/hop")
+    assert r.status == 200 and r.body == b"hop"
+    assert r.header("X-Hop") is None and r.header("Keep-Alive") is None
+    assert r.header("X-Kept") == "1" and r.header("X-Backend") == "h"
+    assert r.header("Via") == "1.1 cohort"
+    assert r.header("Server") == "cohort" and len(r.header_all("Date")) == 1
+
+
+def test_retries_and_the_access_log(pybackend, balancer):
+    be = pybackend("alive")
+    dead = conftest.free_port()  # nothing listens there
+    lb = balancer(group(["127.0.0.1:%d" % dead, "127.0.0.1:%d" % be.port], retries=1,
+                        passive={"failures": 0}), workers=1)
+    for method in ("GET", "POST", "DELETE"):  # nothing was sent to a refused server: any method retries
+        for _ in range(4):
+            r = rawhttp.exchange(lb.port, rawhttp.req(method, "/id", headers=[("Content-Length", "2")], body=b"hi"))
+            assert r.status == 200 and r.body == b"alive", r
+    lines = rawhttp.wait_for(lambda: [l for l in access_lines(lb) if l["path"] == "/id"], 2)
+    assert len(lines) == 12
+    retried = [l for l in lines if "attempts=2" in l["upstream"]]
+    assert len(retried) == 6, "round robin sends every other request to the dead server first"
+    assert all(l["upstream"] == "127.0.0.1:%d attempts=2 skipped=127.0.0.1:%d:refused" % (be.port, dead)
+               for l in retried), retried
+    assert all(l["upstream"] == "127.0.0.1:%d attempts=1" % be.port for l in lines if l not in retried)
+    # servers that reset after reading the request: GET goes to the other one, POST does not (it was sent)
+    be2 = pybackend("alive2")
+    lb2 = balancer(group(["127.0.0.1:%d" % be.port, "127.0.0.1:%d" % be2.port], retries=2, passive={"failures": 0}),
+                   workers=1)
+    before = be.count() + be2.count()
+    r = rawhttp.exchange(lb2.port, rawhttp.req("POST", "/reset", headers=[("Content-Length", "0")]))
+    assert r.status == 502
+    rawhttp.assert_json_error(r)
+    assert be.count() + be2.count() == before + 1, "a POST that reached a server is never sent twice"
+    r = get(lb2.port, "/reset")
+    assert r.status == 502 and r.json() == {"error": "upstream failed"}
+    assert be.count() + be2.count() == before + 3, "GET: tried on both servers (a retry goes to another one)"
+    line = rawhttp.wait_for(lambda: [l for l in access_lines(lb2) if l["method"] == "GET"], 2)[0]
+    assert line["status"] == 502 and "attempts=2" in line["upstream"] and line["upstream"].count(":reset") == 2, line
+
+
+def test_all_down_is_503_at_once(balancer):
+    p1, p2 = conftest.free_port(), conftest.free_port()
+    lb = balancer(group(["127.0.0.1:%d" % p1, "127.0.0.1:%d" % p2],
+                        health={"path": "/health", "interval": "200ms", "timeout": "100ms", "fall": 1}))
+    # before the checks ran: both tried, refused
+    assert rawhttp.wait_for(lambda: all(s["state"] == "down" for s in servers(lb).values()), 5), servers(lb)
+    for _ in range(5):
+        t0 = time.monotonic()
+        r = get(lb.port, "/anything")
+        took = time.monotonic() - t0
+        assert r.status == 503 and r.json() == {"error": "no healthy upstream"}, r
+        assert took < 0.1, "at once, not after a timeout: %.3f s" % took
+    line = rawhttp.wait_for(lambda: [l for l in access_lines(lb) if l["path"] == "/anything"], 2)[-1]
+    assert line["status"] == 503 and line["upstream"] == "- attempts=0", line
+
+
+def test_slow_backend_is_504(pybackend, balancer):
+    be = pybackend("slow")
+    lb = balancer(group(["127.0.0.1:%d" % be.port], timeouts={"first_byte": "500ms"}), workers=1)
+    t0 = time.monotonic()
+    r = get(lb.port, "/slow?ms=3000")
+    took = time.monotonic() - t0
+    assert r.status == 504 and r.json() == {"error": "upstream timed out"}, r
+    assert 0.45 < took < 1.0, took
+    assert get(lb.port, "/slow?ms=100").status == 200, "a quicker answer is in time"
+    st = servers(lb)["127.0.0.1:%d" % be.port]
+    assert st["failures"] == 1 and st["requests"] == 2
+    assert "attempts=1 skipped=127.0.0.1:%d:timeout" % be.port in access_lines(lb)[0]["upstream"]
+
+
+def test_sticky_by_cookie(pybackend, balancer):
+    bes = [pybackend("b%d" % i) for i in range(3)]
+    lb = balancer(group(["127.0.0.1:%d" % b.port for b in bes], algorithm="hash",
+                        hash={"on": "cookie", "name": "sid"}))
+    owners = {}
+    for sid in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"):
+        got = set()
+        for _ in range(6):  # new connections: either worker
+            r = get(lb.port, "/id", headers=[("Cookie", "theme=dark; sid=%s; lang=en" % sid)])
+            assert r.status == 200
+            got.add(r.body)
+        assert len(got) == 1, "session %s went to %s" % (sid, got)
+        owners[sid] = got.pop()
+    assert len(set(owners.values())) >= 2, owners
+    # the owner down: its sessions move, the others stay
+    victim = owners["alice"]
+    next(b for b in bes if b.name.encode() == victim).kill()
+    for sid, owner in owners.items():
+        r = get(lb.port, "/id", headers=[("Cookie", "sid=%s" % sid)])
+        assert r.status == 200
+        if owner != victim:
+            assert r.body == owner, "session %s moved from a server that stayed" % sid
+        else:
+            assert r.body != victim
+
+
+def ws_frame(op, payload, mask=b"\x11\x22\x33\x44"):
+    n = len(payload)
+    hdr = bytes([0x80 | op])
+    if n <= 125:
+        hdr += bytes([0x80 | n])
+    elif n < 65536:
+        hdr += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        hdr += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_read(sock_file):
+    b0, b1 = sock_file.read(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(sock_file.read(2), "big")
+    elif n == 127:
+        n = int.from_bytes(sock_file.read(8), "big")
+    return b0 & 0x0F, sock_file.read(n)
+
+
+def test_websocket_echo(pybackend, balancer):
+    be = pybackend("ws")
+    lb = balancer(group(["127.0.0.1:%d" % be.port], timeouts={"idle": "5s"}))
+    s = socket.create_connection(("127.0.0.1", lb.port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    first = ws_frame(1, b"sent with the handshake")
+    s.sendall(("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode() + first)
+    f = s.makefile("rb")
+    status = f.readline()
+    assert status.startswith(b"HTTP/1.1 101"), status
+    head = {}
+    while True:
+        line = f.readline()
+        if line == b"\r\n":
+            break
+        k, _, v = line.decode().partition(":")
+        head[k.strip().lower()] = v.strip()
+    assert head["upgrade"].lower() == "websocket" and head["connection"].lower() == "upgrade"
+    assert head["x-backend"] == "ws"
+    assert ws_read(f) == (1, b"sent with the handshake")
+    for i in range(20):
+        msg = ("message %d" % i).encode()
+        s.sendall(ws_frame(1, msg))
+        assert ws_read(f) == (1, msg)
+    big = os.urandom(200000)
+    s.sendall(ws_frame(2, big))
+    assert ws_read(f) == (2, big)
+    s.sendall(ws_frame(8, b"\x03\xe8"))
+    assert ws_read(f)[0] == 8
+    s.settimeout(3)
+    assert f.read() == b"", "the tunnel closes when the server does"
+    s.close()
+    line = rawhttp.wait_for(lambda: [l for l in access_lines(lb) if l["path"] == "/ws"], 3)[0]
+    assert line["status"] == 101 and line["upstream"].startswith("127.0.0.1:%d" % be.port)
+
+
+def test_passive_ejection_on_5xx(pybackend, balancer):
+    bad, good = pybackend("bad"), pybackend("good")
+    lb = balancer(group(["127.0.0.1:%d" % bad.port, "127.0.0.1:%d" % good.port],
+                        passive={"failures": 3, "on_5xx": True, "ejection_time": "1500ms"}), workers=1)
+    rawhttp.exchange(bad.port, rawhttp.get("/set-health?code=500"))
+    codes = []
+    with rawhttp.Conn(lb.port) as c:
+        for _ in range(6):  # round robin: three to each, the bad one answers 500
+            c.send(rawhttp.get("/health"))
+            codes.append(c.read_response().status)
+    assert codes.count(500) == 3
+    st = rawhttp.wait_for(lambda: servers(lb)["127.0.0.1:%d" % bad.port]["state"] == "ejected" and servers(lb), 2)
+    assert st, servers(lb)
+    assert st["127.0.0.1:%d" % bad.port]["ejections"] == 1
+    assert "ejected for 1500 ms after 3 failures in a row" in lb.log()
+    for _ in range(10):
+        r = get(lb.port, "/id")
+        assert r.body == b"good", "an ejected server gets nothing"
+    assert rawhttp.wait_for(lambda: servers(lb)["127.0.0.1:%d" % bad.port]["state"] == "up", 3), servers(lb)
+    seen = {get(lb.port, "/id").body for _ in range(6)}
+    assert seen == {b"bad", b"good"}, "back after ejection_time"
+
+
+def test_balance_command(cohort, tmp_path):
+    a = cohort_backend(cohort)
+    b = cohort_backend(cohort)
+    port, admin = conftest.free_port(), conftest.free_port()
+    env = conftest.clean_env({"WORKERS": "1"})
+    errf = open(str(tmp_path / "balance.log"), "wb")
+    p = subprocess.Popen([conftest.cohort_bin(), "balance", "--port", str(port), "--upstream",
+                          "127.0.0.1:%d,weight=2" % a.port, "-u", "127.0.0.1:%d" % b.port,
+                          "--algorithm", "round_robin", "--health-path", "/health", "--admin-port", str(admin)],
+                         stdout=errf, stderr=errf, env=env, cwd=str(tmp_path))
+    try:
+        deadline = time.monotonic() + 10
+        while "serving http://127.0.0.1:%d/ with 1 worker" % port not in open(str(tmp_path / "balance.log")).read():
+            assert p.poll() is None and time.monotonic() < deadline, open(str(tmp_path / "balance.log")).read()
+            time.sleep(0.05)
+        # every path goes upstream, /stats and /health included
+        for path in ("/health", "/stats", "/", "/api/products"):
+            r = get(port, path)
+            assert r.header("Via") == "1.1 cohort", (path, r)
+        assert json.loads(get(port, "/stats").body).get("upstreams") == [], "that /stats is a backend's"
+        st = json.loads(get(admin, "/stats").body)
+        names = {u["name"]: u for u in st["upstreams"]}
+        assert set(names) == {"127.0.0.1:%d" % a.port, "127.0.0.1:%d" % b.port}
+        assert names["127.0.0.1:%d" % a.port]["weight"] == 2
+        assert get(admin, "/metrics").status == 200 and get(admin, "/status").status == 200
+        assert not os.path.exists(str(tmp_path / "data")), "no shop store for a balancer"
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+        errf.close()
+    assert subprocess.run([conftest.cohort_bin(), "balance"], capture_output=True).returncode == 2
+    bad = subprocess.run([conftest.cohort_bin(), "balance", "-u", "nowhere"], capture_output=True)
+    assert bad.returncode == 78 and b"upstreams.balance.servers[0]" in bad.stderr

@@ -1271,7 +1271,10 @@ struct shop *shop_new(const struct app_env *env, char *err, size_t errlen)
     s->cfg = env->cfg;
     s->slot = env->slot;
     list_init(&s->writes);
-    if (db_open(env->cfg->store.path, &s->db, err, errlen) < 0) {
+    /* the master already created and migrated the file (master.c); a
+     * worker opens it on its first query */
+    if (db_attach(env->cfg->store.path, &s->db) < 0) {
+        snprintf(err, errlen, "out of memory");
         free(s);
         return NULL;
     }

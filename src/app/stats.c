@@ -45,11 +45,11 @@ int stats_view_load(struct stats_view *v, const struct metrics_shm *m, const str
 {
     memset(v, 0, sizeof(*v));
     v->shm = m;
-    v->nslots = m->nslots;
-    v->slots = calloc(m->nslots ? m->nslots : 1, sizeof(*v->slots));
+    v->nslots = metrics_slots_used(m);
+    v->slots = calloc(v->nslots ? v->nslots : 1, sizeof(*v->slots));
     if (!v->slots)
         return -ENOMEM;
-    metrics_snapshot(m, &v->retired, v->slots);
+    metrics_snapshot(m, &v->retired, v->slots, v->nslots);
     v->route_names[METRICS_ROUTE_NONE] = "none";
     v->route_names[METRICS_ROUTE_OTHER] = "other";
     for (size_t i = 0; r && i + 1 < METRICS_ROUTE_OTHER; i++) {

@@ -30,6 +30,7 @@ int metrics_create(uint32_t nslots, struct metrics_shm **out)
     gettimeofday(&tv, NULL);
     (*out)->magic = METRICS_MAGIC;
     (*out)->nslots = nslots;
+    (*out)->slot_size = (uint32_t)sizeof(struct metrics_slot);
     (*out)->started_ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
     return fd;
 }
@@ -43,7 +44,8 @@ int metrics_map(int fd, struct metrics_shm **out)
     if (p == MAP_FAILED)
         return -errno;
     struct metrics_shm *m = p;
-    if (m->magic != METRICS_MAGIC || (size_t)size < metrics_size(m->nslots)) {
+    if (m->magic != METRICS_MAGIC || m->slot_size != sizeof(struct metrics_slot) ||
+        (size_t)size < metrics_size(m->nslots)) {
         munmap(p, (size_t)size);
         return -EINVAL;
     }
@@ -97,13 +99,26 @@ static void copy_slot(struct metrics_slot *dst, const struct metrics_slot *src)
         d[i] = __atomic_load_n(&s[i], __ATOMIC_RELAXED);
 }
 
-void metrics_snapshot(const struct metrics_shm *m, struct metrics_slot *retired, struct metrics_slot *slots)
+uint32_t metrics_slots_used(const struct metrics_shm *m)
+{
+    uint32_t n = __atomic_load_n(&m->used, __ATOMIC_ACQUIRE);
+    return n < m->nslots ? n : m->nslots;
+}
+
+void metrics_mark_used(struct metrics_shm *m, uint32_t idx)
+{
+    if (idx < m->nslots && idx + 1 > m->used)
+        __atomic_store_n(&m->used, idx + 1, __ATOMIC_RELEASE);
+}
+
+void metrics_snapshot(const struct metrics_shm *m, struct metrics_slot *retired, struct metrics_slot *slots,
+                      uint32_t n)
 {
     for (;;) {
         uint64_t before = __atomic_load_n(&m->seq, __ATOMIC_ACQUIRE);
         if (!(before & 1)) {
             copy_slot(retired, &m->retired);
-            for (uint32_t i = 0; i < m->nslots; i++)
+            for (uint32_t i = 0; i < n; i++)
                 copy_slot(&slots[i], &m->slots[i]);
             __atomic_thread_fence(__ATOMIC_ACQUIRE);
             if (__atomic_load_n(&m->seq, __ATOMIC_RELAXED) == before)
@@ -123,12 +138,13 @@ void metrics_accumulate(struct metrics_slot *total, const struct metrics_slot *s
 
 int metrics_sum(const struct metrics_shm *m, struct metrics_slot *total)
 {
-    struct metrics_slot *slots = calloc(m->nslots ? m->nslots : 1, sizeof(*slots));
+    uint32_t n = metrics_slots_used(m);
+    struct metrics_slot *slots = calloc(n ? n : 1, sizeof(*slots));
     memset(total, 0, sizeof(*total));
     if (!slots)
         return -ENOMEM;
-    metrics_snapshot(m, total, slots);
-    for (uint32_t i = 0; i < m->nslots; i++)
+    metrics_snapshot(m, total, slots, n);
+    for (uint32_t i = 0; i < n; i++)
         metrics_accumulate(total, &slots[i]);
     free(slots);
     return 0;

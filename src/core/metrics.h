@@ -91,9 +91,14 @@ enum { METRICS_UP_UP, METRICS_UP_DOWN, METRICS_UP_EJECTED, METRICS_UP_WARMING };
 
 struct metrics_shm {
     uint32_t magic;
-    uint32_t nslots;
+    uint32_t nslots;     /* capacity: slots the segment has room for */
     uint64_t seq;        /* odd while the master folds a slot */
     uint64_t started_ms; /* when the master created the segment */
+    uint32_t used;       /* slots ever handed out (the master hands out the
+                          * lowest free one): readers look at no more, so
+                          * untouched slots never cost a page of RSS */
+    uint32_t slot_size;  /* sizeof(struct metrics_slot) of the creator: a
+                          * worker from another build refuses a foreign layout */
     uint64_t restarts[METRICS_MAX_WORKERS]; /* by worker id */
     struct metrics_upstream_state upstream[METRICS_UPSTREAMS];
     struct metrics_slot retired;
@@ -125,7 +130,12 @@ void metrics_count_restart(struct metrics_shm *m, int worker_id);
  * Copies the retired totals and every slot, consistently with respect to
  * folds (retries while one runs). `slots` has room for m->nslots entries.
  */
-void metrics_snapshot(const struct metrics_shm *m, struct metrics_slot *retired, struct metrics_slot *slots);
+void metrics_snapshot(const struct metrics_shm *m, struct metrics_slot *retired, struct metrics_slot *slots,
+                      uint32_t n);
+/* How many slots readers look at (see `used`); read once, then pass it on. */
+uint32_t metrics_slots_used(const struct metrics_shm *m);
+/* The master, when it hands out slot idx. */
+void metrics_mark_used(struct metrics_shm *m, uint32_t idx);
 /* Adds the counters and gauges of `s` into `total` (identity words are
  * left alone). */
 void metrics_accumulate(struct metrics_slot *total, const struct metrics_slot *s);

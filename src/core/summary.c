@@ -75,15 +75,16 @@ static void tick(uv_timer_t *t)
 {
     (void)t;
     const struct metrics_shm *m = sum.shm;
-    struct metrics_slot total, *slots = calloc(m->nslots ? m->nslots : 1, sizeof(*slots));
+    uint32_t n = metrics_slots_used(m);
+    struct metrics_slot total, *slots = calloc(n ? n : 1, sizeof(*slots));
     if (!slots)
         return;
-    metrics_snapshot(m, &total, slots);
-    for (uint32_t i = 0; i < m->nslots; i++)
+    metrics_snapshot(m, &total, slots, n);
+    for (uint32_t i = 0; i < n; i++)
         metrics_accumulate(&total, &slots[i]);
     uint64_t now = uv_hrtime();
     char msg[1024], fields[3072];
-    summary_format(&total, &sum.last, (double)(now - sum.last_ns) / 1e9, slots, m->nslots, msg, sizeof(msg),
+    summary_format(&total, &sum.last, (double)(now - sum.last_ns) / 1e9, slots, n, msg, sizeof(msg),
                    fields, sizeof(fields));
     log_fields(LOG_INFO, fields, "%s", msg);
     sum.last = total;

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <jansson.h>
+#include <libgen.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
@@ -36,6 +37,7 @@
 #include "proc/ipc.h"
 #include "proc/notify.h"
 #include "proc/worker.h"
+#include "store/db.h"
 #include "proxy/health.h"
 
 #ifndef COHORT_VERSION
@@ -1157,6 +1159,33 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+/* The shop's catalog is created and migrated once, here, before any
+ * worker starts: a bad store.path stops the start with a clear message,
+ * and workers only open the file when a request needs it (an idle worker
+ * never loads SQLite). Files the master creates go to the workers' user. */
+static int prepare_store(const struct cfg *c)
+{
+    char err[512];
+    struct db *db;
+    if (c->app != CFG_APP_SHOP)
+        return 0;
+    if (db_open(c->store.path, &db, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    db_close(db);
+    uv_uid_t uid;
+    uv_gid_t gid;
+    if (worker_identity(c, &uid, &gid)) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s", c->store.path);
+        const char *dir = dirname(path); /* the folder SQLite writes its journal in */
+        if (chown(c->store.path, uid, gid) < 0 || (strcmp(dir, ".") != 0 && chown(dir, uid, gid) < 0))
+            log_warn("cannot hand %s to user %s: %s", c->store.path, c->user ? c->user : "?", strerror(errno));
+    }
+    return 0;
+}
+
 /* Everything before the first worker starts; 0 or an exit code. */
 static int prepare(struct master *m)
 {
@@ -1169,6 +1198,8 @@ static int prepare(struct master *m)
         log_error("%s", err);
         return 1;
     }
+    if (prepare_store(&m->cfg) < 0)
+        return 1;
     m->nmslots = CFG_MAX_WORKERS * MAX_PROCS_PER_SLOT + 8;
     m->metrics_fd = metrics_create(m->nmslots, &m->shm);
     m->config_fd = config_memfd(&m->cfg);

@@ -104,7 +104,10 @@ struct db {
     char *path;
     pthread_mutex_t lock;
     struct db_conn *free_list;
+    int ready;        /* the file exists, in WAL mode, migrated */
 };
+
+static int prepare_file(struct db *db, struct db_conn **first, char *err, size_t errlen);
 
 /* --- errors ------------------------------------------------------------ */
 
@@ -214,8 +217,19 @@ struct db_conn *db_acquire(struct db *db, int *rc)
 {
     pthread_mutex_lock(&db->lock);
     struct db_conn *c = db->free_list;
-    if (c)
+    if (c) {
         db->free_list = c->next_free;
+    } else if (!db->ready) {
+        /* an attached store opens (and migrates) its file on first use,
+         * here on the thread pool, never on the loop */
+        char err[256];
+        *rc = prepare_file(db, &c, err, sizeof(err));
+        db->ready = *rc == 0;
+        if (*rc)
+            conn_free(c), c = NULL;
+        pthread_mutex_unlock(&db->lock);
+        return c;
+    }
     pthread_mutex_unlock(&db->lock);
     if (c)
         return c;
@@ -326,35 +340,53 @@ static int use_wal(sqlite3 *h)
     return -EBUSY;
 }
 
+/* Creates the folders and the file, switches to WAL and migrates; leaves
+ * the connection it used in *first (also on failure, for its message). */
+static int prepare_file(struct db *db, struct db_conn **first, char *err, size_t errlen)
+{
+    int rc;
+    const char *path = db->path;
+    *first = NULL;
+    if ((rc = make_parents(path)) < 0)
+        fail(err, errlen, "%s: cannot create its folder: %s", path, strerror(-rc));
+    else if ((rc = conn_open(path, first)) < 0)
+        fail(err, errlen, "%s: cannot open: %s", path, db_errmsg(*first));
+    else if ((rc = use_wal((*first)->h)) < 0)
+        fail(err, errlen, "%s: cannot switch to WAL: %s", path, db_errmsg(*first));
+    else
+        rc = migrate((*first)->h, path, err, errlen);
+    return rc;
+}
+
+int db_attach(const char *path, struct db **out)
+{
+    struct db *db = calloc(1, sizeof(*db));
+    *out = NULL;
+    if (!db || !(db->path = strdup(path))) {
+        free(db);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&db->lock, NULL);
+    *out = db;
+    return 0;
+}
+
 int db_open(const char *path, struct db **out, char *err, size_t errlen)
 {
     struct db_conn *c = NULL;
-    struct db *db = calloc(1, sizeof(*db));
-    int rc = db ? 0 : -ENOMEM;
-
-    *out = NULL;
-    if (!rc && !(db->path = strdup(path)))
-        rc = -ENOMEM;
+    struct db *db;
+    int rc = db_attach(path, &db);
     if (rc) {
-        free(db);
         fail(err, errlen, "%s: out of memory", path);
         return rc;
     }
-    pthread_mutex_init(&db->lock, NULL);
-    if ((rc = make_parents(path)) < 0) {
-        fail(err, errlen, "%s: cannot create its folder: %s", path, strerror(-rc));
-    } else if ((rc = conn_open(path, &c)) < 0) {
-        fail(err, errlen, "%s: cannot open: %s", path, db_errmsg(c));
-    } else if ((rc = use_wal(c->h)) < 0) {
-        fail(err, errlen, "%s: cannot switch to WAL: %s", path, db_errmsg(c));
-    } else {
-        rc = migrate(c->h, path, err, errlen);
-    }
+    rc = prepare_file(db, &c, err, errlen);
     if (rc) {
         conn_free(c);
         db_close(db);
         return rc;
     }
+    db->ready = 1;
     db_release(db, c);
     *out = db;
     return 0;

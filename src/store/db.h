@@ -63,6 +63,14 @@ struct db_cart_line {
  */
 int db_open(const char *path, struct db **out, char *err, size_t errlen);
 
+/*
+ * Like db_open, but touches nothing yet: the file is opened, switched to
+ * WAL and migrated by the first db_acquire() (on the thread pool). A worker
+ * that serves no shop request never loads SQLite's pages. Returns 0 or
+ * -ENOMEM.
+ */
+int db_attach(const char *path, struct db **out);
+
 /* Closes every pooled connection and frees the store. No work may be in
  * flight. db_close(NULL) is a no-op. */
 void db_close(struct db *db);

@@ -103,6 +103,7 @@ Test(metrics, fold_keeps_totals_and_clears_the_slot)
     cr_assert_geq(fd, 0);
     struct metrics_shm *again;
     cr_assert_eq(metrics_map(fd, &again), 0, "a created segment maps");
+    metrics_mark_used(m, 2); /* as the master does when it hands out slots */
     m->slots[1].pid = 42;
     m->slots[1].worker_id = 1;
     m->slots[1].conns_open = 3; /* a gauge: not folded */
@@ -171,4 +172,28 @@ Test(summary, line_reports_deltas_latency_and_rss)
     char tiny[60];
     summary_format(&now, &before, 2.0, slots, 3, msg, sizeof(msg), tiny, sizeof(tiny));
     cr_assert_str_eq(tiny, "\"requests\":11,\"errors\":1");
+}
+
+/* Readers look only at slots handed out so far: untouched pages of the
+ * segment stay untouched (an idle worker's RSS), and a count that was never
+ * marked used is not summed. */
+Test(metrics, readers_stop_at_the_slots_handed_out)
+{
+    struct metrics_shm *m;
+    int fd = metrics_create(8, &m);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(metrics_slots_used(m), 0);
+    m->slots[5].requests = 9; /* not handed out: invisible */
+    metrics_mark_used(m, 1);
+    m->slots[1].requests = 4;
+    cr_assert_eq(metrics_slots_used(m), 2);
+    metrics_mark_used(m, 0); /* lower: no change */
+    cr_assert_eq(metrics_slots_used(m), 2);
+    struct metrics_slot total;
+    cr_assert_eq(metrics_sum(m, &total), 0);
+    cr_assert_eq(total.requests, 4);
+    metrics_mark_used(m, 100); /* beyond the capacity: ignored */
+    cr_assert_eq(metrics_slots_used(m), 2);
+    munmap(m, metrics_size(8));
+    close(fd);
 }

@@ -27,6 +27,7 @@ static void setup(void)
     cr_assert_eq(router_add(r, HTTP_M(HTTP_GET), "/", h, NULL), 0);         /* index 1 */
     cr_assert_eq(router_add(r, HTTP_M(HTTP_GET), "/q\"x\\y", h, NULL), 0);  /* index 2 */
     cr_assert_eq(router_add(r, HTTP_M(HTTP_POST), "/", h, NULL), 0);       /* index 3: "/" again */
+    metrics_mark_used(m, 2); /* as the master does when it hands out slots */
     m->slots[0].pid = 100, m->slots[0].worker_id = 0, m->slots[0].rss = 4096;
     m->slots[0].loop_lag_max_us = 2500;
     m->slots[2].pid = 101, m->slots[2].worker_id = 1, m->slots[2].conns_open = 2;

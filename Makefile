@@ -84,6 +84,11 @@ build/fuzz/%: fuzz/fuzz_%.c src/http/parser.c src/http/parser.h
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_$*.c src/http/parser.c
 
+# The config loader's target links the loader and jansson instead.
+build/fuzz/config: fuzz/fuzz_config.c src/core/config.c src/core/config.h
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_config.c src/core/config.c -ljansson -lm
+
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 
 # Replays every kept regression, then fuzzes each target for FUZZ_SECONDS.

@@ -734,10 +734,14 @@ static void attempt_failed(struct pxy *p, enum up_fail why)
     }
     if (http_req_has_body(x) && !p->req_done)
         http_body_pause(x);
+    /* The budget counts retries of requests a server saw: one whose
+     * connection failed (nothing sent) only moves to another server. */
     struct up_group *g = &p->pg->g;
+    int budgeted = p->sent_any;
     if (p->ntried <= cfg->retries && up_retry_safe(why, x->req.method, p->sent_any, p->body_consumed) &&
-        (p->retrying || up_budget_allows(g->retrying, g->inflight, cfg->retry_budget.percent, cfg->retry_budget.min))) {
-        if (!p->retrying) {
+        (!budgeted || p->retrying ||
+         up_budget_allows(g->retrying, g->inflight, cfg->retry_budget.percent, cfg->retry_budget.min))) {
+        if (budgeted && !p->retrying) {
             p->retrying = 1;
             g->retrying++;
         }

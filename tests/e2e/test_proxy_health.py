@@ -1,0 +1,112 @@
+"""The load balancer's health: a backend killed under load costs no GET
+(retries), is marked down by the master's checks within fall x interval,
+and rejoins after rise passed checks. Backends are `cohort serve`
+instances on free ports, killed and started again by pid."""
+import json
+import os
+import signal
+import threading
+import time
+
+import rawhttp
+from proxyutil import balancer, cohort_backend, group, servers  # noqa: F401 (fixtures)
+
+INTERVAL = 1.0
+FALL, RISE = 2, 2
+
+
+class Load:
+    """Threads sending GETs on keep-alive connections until stopped."""
+
+    def __init__(self, port, threads=4):
+        self.port = port
+        self.stop = threading.Event()
+        self.statuses = {}
+        self.errors = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self):
+        conn = None
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = rawhttp.Conn(self.port, timeout=5)
+                conn.send(rawhttp.get("/health"))
+                r = conn.read_response()
+                with self.lock:
+                    self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
+                if r.header("Connection") == "close":
+                    conn.close()
+                    conn = None
+            except Exception as e:  # any client-visible failure
+                with self.lock:
+                    self.errors.append(repr(e))
+                if conn:
+                    conn.close()
+                conn = None
+        if conn:
+            conn.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def kill_backend(s):
+    """SIGKILL the master and its workers at once: a machine gone, not a stop."""
+    pids = [s.pid] + s.workers()
+    for p in pids:
+        os.kill(p, signal.SIGKILL)
+    s.proc.wait(5)
+
+
+def state_of(lb, name):
+    return servers(lb)[name]["state"]
+
+
+def test_killed_under_load_then_back(cohort, balancer):
+    a = cohort_backend(cohort)
+    b = cohort_backend(cohort)
+    name_a = "127.0.0.1:%d" % a.port
+    lb = balancer(group(["127.0.0.1:%d" % a.port, "127.0.0.1:%d" % b.port],
+                        health={"path": "/health", "interval": "%dms" % (INTERVAL * 1000), "timeout": "500ms",
+                                "fall": FALL, "rise": RISE},
+                        passive={"failures": 0}, retries=2, timeouts={"connect": "500ms"}))
+    with Load(lb.port) as load:
+        time.sleep(1.5)
+        before = dict(load.statuses)
+        killed_at = time.monotonic()
+        kill_backend(a)
+        down = rawhttp.wait_for(lambda: state_of(lb, name_a) == "down", FALL * INTERVAL + 2)
+        down_after = time.monotonic() - killed_at
+        time.sleep(1.0)
+    assert down, servers(lb)
+    assert down_after <= FALL * INTERVAL + 0.5, "marked down %.2f s after the kill" % down_after
+    assert load.errors == [], load.errors[:5]
+    assert set(load.statuses) == {200}, (load.statuses, [l for l in lb.log().splitlines() if '"status":5' in l][:4])
+    assert sum(load.statuses.values()) > sum(before.values()) + 100, "load kept flowing"
+    assert "server %s is down: %d checks failed in a row" % (name_a, FALL) in lb.log()
+    retried = [l for l in lb.log().splitlines() if "attempts=2" in l and "skipped=%s" % name_a in l]
+    assert retried, "requests that met the dead server went to the other one"
+
+    # back on the same port: it rejoins after RISE passed checks
+    again = cohort_backend(cohort, port=a.port)
+    back_from = time.monotonic()
+    up = rawhttp.wait_for(lambda: state_of(lb, name_a) in ("up", "warming"), RISE * INTERVAL + 2)
+    up_after = time.monotonic() - back_from
+    assert up, servers(lb)
+    assert up_after <= RISE * INTERVAL + 1.0, "rejoined %.2f s after it came back" % up_after
+    assert "server %s is up: %d checks passed in a row" % (name_a, RISE) in lb.log()
+    with rawhttp.Conn(lb.port) as c:
+        for _ in range(20):
+            c.send(rawhttp.get("/health"))
+            assert c.read_response().status == 200
+    served = json.loads(rawhttp.exchange(again.port, rawhttp.get("/stats")).body)["requestCount"]
+    assert served >= 5, "it takes requests again (%d)" % served

@@ -86,7 +86,6 @@ struct pxy {
     uint8_t state, tl;
     struct list_node tlink;
     uint64_t since;            /* loop ms it entered its timeout list */
-    uint64_t t_start;          /* ns: the request's start */
     uint64_t t_attempt;        /* ns: the current attempt's start */
     const char *key;
     size_t key_len;
@@ -132,10 +131,6 @@ static uint64_t now_ms(const struct proxy *px)
     return uv_now(px->loop);
 }
 
-static uint64_t mono_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
 
 static void set_list(struct pxy *p, int tl)
 {
@@ -562,7 +557,6 @@ static void send_request(struct pxy *p)
         return;
     }
     p->sent_any = 1;
-    p->t_attempt = uv_hrtime();
     if (!http_req_has_body(p->x)) {
         p->req_done = 1;
         p->state = PS_WAIT;
@@ -667,7 +661,8 @@ static void on_up_connect(struct up_conn *uc, int status)
 static void start_attempt(struct pxy *p)
 {
     struct pgroup *pg = p->pg;
-    struct up_pick pick = {.now_ms = mono_ms(), .key = p->key, .key_len = p->key_len, .tried = p->tried,
+    /* the loop's clock (CLOCK_MONOTONIC, as the master's since_ms) is fine for slow start */
+    struct up_pick pick = {.now_ms = now_ms(p->px), .key = p->key, .key_len = p->key_len, .tried = p->tried,
                            .ntried = p->ntried};
     int i = up_pick(&pg->g, &pick);
     p->full += pick.full;
@@ -821,10 +816,15 @@ static int forward_head(struct pxy *p, size_t head_len)
             continue;
         http_header_n(x, h->name, h->name_len, h->value, h->value_len);
     }
-    char v[256];
-    int vl = snprintf(v, sizeof(v), "%.*s%s1.1 cohort", via ? (int)via->value_len : 0, via ? via->value : "",
-                      via ? ", " : "");
-    http_header_n(x, "Via", 3, v, (size_t)(vl < (int)sizeof(v) ? vl : (int)sizeof(v) - 1));
+    if (via) {
+        char v[512];
+        size_t n = via->value_len < sizeof(v) - 12 ? via->value_len : sizeof(v) - 12;
+        memcpy(v, via->value, n);
+        memcpy(v + n, ", 1.1 cohort", 12);
+        http_header_n(x, "Via", 3, v, n + 12);
+    } else {
+        http_header_n(x, "Via", 3, "1.1 cohort", 10);
+    }
     p->head_sent = 1;
     if (tunnel) {
         start_tunnel(p, head_len);
@@ -1172,7 +1172,6 @@ static void proxy_handle(struct http_exchange *x)
     }
     p->pg = pg;
     p->x = x;
-    p->t_start = uv_hrtime();
     p->upgrade = x->req.upgrade;
     x->handler_data = p;
     x->on_abort = on_client_abort;

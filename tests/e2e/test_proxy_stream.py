@@ -125,11 +125,15 @@ def test_large_bodies_both_ways_flat_memory(pybackend, balancer):
         r, sha = upload(lb.port, SIZE)
     assert r.status == 200, r
     assert r.json() == {"bytes": SIZE, "sha256": sha}
+    print("upload of %d MiB: worker RSS %d KiB before, %d KiB at most (+%.2f MiB)" % (SIZE // MIB, w.base, w.peak,
+                                                                                  w.growth_mib))
     assert w.growth_mib < 10, "upload of %d MiB grew the worker by %.1f MiB" % (SIZE // MIB, w.growth_mib)
 
     with RssWatch(worker) as w:
         status, n, sha = download(lb.port, SIZE)
     assert status == 200 and n == SIZE and sha == pattern_sha(SIZE)
+    print("download of %d MiB: worker RSS %d KiB before, %d KiB at most (+%.2f MiB)" % (SIZE // MIB, w.base, w.peak,
+                                                                                    w.growth_mib))
     assert w.growth_mib < 10, "download of %d MiB grew the worker by %.1f MiB" % (SIZE // MIB, w.growth_mib)
 
     small = 32 * MIB

@@ -42,8 +42,8 @@ def head_bytes(status, headers, body_len=None):
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def respond(w, status, body=b"", ctype="text/plain", extra=()):
-    w.write(head_bytes(status, [("Content-Type", ctype)] + list(extra), len(body)) + body)
+async def respond(w, status, body=b"", ctype="text/plain", extra=(), head=False):
+    w.write(head_bytes(status, [("Content-Type", ctype)] + list(extra), len(body)) + (b"" if head else body))
     await w.drain()
 
 
@@ -157,7 +157,7 @@ async def handle(r, w):
             else:
                 await read_body(r, headers)
                 if path == "/id":
-                    await respond(w, 200, NAME.encode())
+                    await respond(w, 200, NAME.encode(), head=method == "HEAD")
                 elif path == "/health":
                     await respond(w, HEALTH[0], b"ok")
                 elif path == "/set-health":

@@ -82,6 +82,47 @@ def test_headers_both_ways(pybackend, balancer):
     assert r.header("Server") == "cohort" and len(r.header_all("Date")) == 1
 
 
+def test_framing_cases(pybackend, balancer):
+    be = pybackend("f")
+    lb = balancer(group(["127.0.0.1:%d" % be.port]), workers=1)
+    with rawhttp.Conn(lb.port) as c:
+        # HEAD: the length a GET would have, no body; the connection goes on
+        c.send(rawhttp.req("HEAD", "/id"))
+        r = c.read_response(head=True)
+        assert r.status == 200 and r.header("Content-Length") == "1" and r.body == b""
+        # two pipelined requests: answered in order
+        c.send(rawhttp.get("/id") + rawhttp.get("/headers?n=2"))
+        assert c.read_response().body == b"f"
+        assert json.loads(c.read_response().body)["target"] == "/headers?n=2"
+        # absolute-form target: origin-form upstream
+        c.send(rawhttp.get("http://example.com/headers?abs=1", host="example.com"))
+        seen = json.loads(c.read_response().body)
+        assert seen["target"] == "/headers?abs=1" and ["Host", "example.com"] in seen["headers"]
+        # Expect: 100-continue is answered by the balancer before the body moves
+        c.send(rawhttp.req("POST", "/upload", headers=[("Content-Length", "5"), ("Expect", "100-continue")]))
+        interim = c.read_response(head=True)
+        assert interim.status == 100
+        c.send(b"hello")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["bytes"] == 5
+        # a chunked response to an HTTP/1.1 client stays chunked
+        c.send(rawhttp.get("/download?size=70000&chunked=1"))
+        r = c.read_response()
+        assert r.header("Transfer-Encoding") == "chunked" and len(r.body) == 70000
+    # ... and to an HTTP/1.0 client it is delimited by the close
+    with rawhttp.Conn(lb.port) as c:
+        c.send(b"GET /download?size=70000&chunked=1 HTTP/1.0\r\n\r\n")
+        c.sock.settimeout(5)
+        data = b""
+        while True:
+            d = c.sock.recv(65536)
+            if not d:
+                break
+            data += d
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding" not in head and b"Content-Length" not in head and len(body) == 70000, head
+
+
 def test_retries_and_the_access_log(pybackend, balancer):
     be = pybackend("alive")
     dead = conftest.free_port()  # nothing listens there

@@ -9,7 +9,7 @@ import threading
 import time
 
 import rawhttp
-from proxyutil import balancer, cohort_backend, group, servers  # noqa: F401 (fixtures)
+from proxyutil import balancer, cohort_backend, group, pybackend, servers  # noqa: F401 (fixtures)
 
 INTERVAL = 1.0
 FALL, RISE = 2, 2
@@ -110,3 +110,24 @@ def test_killed_under_load_then_back(cohort, balancer):
             assert c.read_response().status == 200
     served = json.loads(rawhttp.exchange(again.port, rawhttp.get("/stats")).body)["requestCount"]
     assert served >= 5, "it takes requests again (%d)" % served
+
+
+def test_reload_changes_the_group(pybackend, balancer):
+    """HUP with a new server in the group: no request fails meanwhile, and
+    the new one takes its share once the workers are replaced."""
+    a, b = pybackend("a"), pybackend("b")
+    lb = balancer(group(["127.0.0.1:%d" % a.port], health={"path": "/health", "interval": "500ms"}))
+    assert {get_id(lb) for _ in range(4)} == {b"a"}
+    lb.config["upstreams"]["app"]["servers"].append("127.0.0.1:%d" % b.port)
+    with open(lb.config_path, "w") as f:
+        json.dump(lb.config, f)
+    with Load(lb.port, threads=2) as load:
+        lb.signal(signal.SIGHUP)
+        assert rawhttp.wait_for(lambda: "reloaded: 2 worker(s) replaced" in lb.log(), 15), lb.log()[-2000:]
+    assert load.errors == [] and set(load.statuses) == {200}, (load.errors[:3], load.statuses)
+    assert {get_id(lb) for _ in range(8)} == {b"a", b"b"}
+    assert set(servers(lb)) == {"127.0.0.1:%d" % a.port, "127.0.0.1:%d" % b.port}
+
+
+def get_id(lb):
+    return rawhttp.exchange(lb.port, rawhttp.get("/id")).body

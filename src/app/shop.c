@@ -70,6 +70,7 @@ struct shop {
     size_t nwrites;
     int writing;
     int busy;
+    int unsynced;                /* cart writes are failing WAIT: logged once */
     enum stop_state stop;
     int closes_left;
     void (*stopped)(void *arg);
@@ -106,6 +107,8 @@ struct req {
     size_t nitems;
     struct counter_entry *counters;
     size_t ncounters;
+    int outstanding;             /* a Redis cart write: replies still due (the command, its WAIT) */
+    int acked;                   /* replicas that acknowledged it (WAIT) */
 };
 
 /* A response-cache lookup and, on a miss, the capture of the answer. */
@@ -863,22 +866,69 @@ static void update_handle(struct http_exchange *x)
 
 /* --- carts ------------------------------------------------------------- */
 
+/*
+ * A cart write in Redis is answered from Redis's replies only, so a 200 is
+ * never given for a change Redis did not make. With redis.wait_replicas, a
+ * WAIT follows the command on the same connection (cache_redis_wait) and
+ * the change counts only when that many replicas acknowledged it: after a
+ * failover the promoted replica has every change answered 200. Either
+ * reply may come first when the connection is lost; the answer waits for
+ * both.
+ */
+static void cart_step(struct req *q)
+{
+    struct shop *s = q->s;
+    int wanted = s->cfg->redis.wait_replicas;
+    if (--q->outstanding > 0)
+        return;
+    if (!q->rc && wanted > 0) {
+        int synced = q->acked >= wanted;
+        if (!synced && !s->unsynced)
+            log_warn("shop: a cart change reached %d of %d replicas within %lld ms; answering 503 until they "
+                     "keep up", q->acked < 0 ? 0 : q->acked, wanted, (long long)s->cfg->redis.wait_timeout_ms);
+        else if (synced && s->unsynced)
+            log_info("shop: cart changes reach the replicas again (%d wanted)", wanted);
+        s->unsynced = !synced;
+        q->rc = synced ? 0 : -EIO;
+    }
+    write_answered(q);
+}
+
+static void synced(void *arg, int acked)
+{
+    struct req *q = arg;
+    q->acked = acked;
+    cart_step(q);
+}
+
+static void redis_write(struct req *q, int argc, const char **argv, cache_redis_reply_fn done)
+{
+    struct shop *s = q->s;
+    if (cache_redis_command(s->redis, done, q, argc, argv, NULL) < 0) {
+        reply_error(q->x, 503, CART_STORE_DOWN, NULL);
+        req_free(q);
+        return;
+    }
+    q->outstanding = 1;
+    if (s->cfg->redis.wait_replicas > 0) {
+        q->outstanding++;
+        if (cache_redis_wait(s->redis, synced, q) < 0) {
+            q->acked = -1;
+            q->outstanding--;
+        }
+    }
+}
+
 static void added(void *arg, redisReply *r)
 {
     struct req *q = arg;
-    char body[160];
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-        reply_error(q->x, 503, CART_STORE_DOWN, NULL);
-    } else {
-        int n = snprintf(body, sizeof body, "{\"success\":true,\"productId\":%lld,\"quantity\":%lld}",
-                         (long long)q->id, r->integer);
-        reply(q->x, 200, body, (size_t)n);
-    }
-    req_free(q);
+    q->rc = r && r->type == REDIS_REPLY_INTEGER ? 0 : -EIO;
+    if (!q->rc)
+        q->qty = r->integer; /* the line's quantity now */
+    cart_step(q);
 }
 
-/* HINCRBY cart:<user> <productId> <qty>: the answer comes only from Redis's
- * reply, so a 200 is never given for an add Redis did not make. */
+/* HINCRBY cart:<user> <productId> <qty> */
 static void redis_add(struct req *q)
 {
     char key[16 + SHOP_USER_MAX], id[24], qty[24];
@@ -886,10 +936,7 @@ static void redis_add(struct req *q)
     snprintf(id, sizeof id, "%lld", (long long)q->id);
     snprintf(qty, sizeof qty, "%lld", (long long)q->qty);
     const char *argv[] = {"HINCRBY", key, id, qty};
-    if (cache_redis_command(q->s->redis, added, q, 4, argv, NULL) < 0) {
-        reply_error(q->x, 503, CART_STORE_DOWN, NULL);
-        req_free(q);
-    }
+    redis_write(q, 4, argv, added);
 }
 
 static void cart_add_handle(struct http_exchange *x)
@@ -982,7 +1029,7 @@ static void removed(void *arg, redisReply *r)
 {
     struct req *q = arg;
     q->rc = !r || r->type != REDIS_REPLY_INTEGER ? -EIO : r->integer > 0 ? 0 : -ENOENT;
-    write_answered(q);
+    cart_step(q);
 }
 
 static void cart_remove_handle(struct http_exchange *x)
@@ -1012,10 +1059,7 @@ static void cart_remove_handle(struct http_exchange *x)
     snprintf(key, sizeof key, "cart:%s", user);
     snprintf(id, sizeof id, "%lld", (long long)pid);
     const char *argv[] = {"HDEL", key, id};
-    if (cache_redis_command(s->redis, removed, q, 3, argv, NULL) < 0) {
-        reply_error(x, 503, CART_STORE_DOWN, NULL);
-        req_free(q);
-    }
+    redis_write(q, 3, argv, removed);
 }
 
 /* --- readiness --------------------------------------------------------- */
@@ -1322,6 +1366,9 @@ int shop_start(struct shop *s, struct router *r, char *err, size_t errlen)
         return 0;
     snprintf(epoch, sizeof epoch, "%s-epoch", s->cfg->store.path);
     struct cache_opts o = {.loop = s->loop, .redis_url = s->cfg->redis.url,
+                           .sentinels = s->cfg->redis.sentinels, .master_name = s->cfg->redis.master_name,
+                           .wait_replicas = s->cfg->redis.wait_replicas,
+                           .wait_timeout_ms = s->cfg->redis.wait_timeout_ms,
                            .command_timeout_ms = s->cfg->redis.command_timeout_ms,
                            .local_size = (size_t)s->cfg->cache.local_size, .epoch_path = epoch, .slot = s->slot};
     if (wrap_routes(s, r) < 0) {

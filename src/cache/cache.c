@@ -14,6 +14,7 @@
 
 #include "cache/lru.h"
 #include "cache/redis.h"
+#include "cache/sentinel.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
@@ -54,6 +55,7 @@ struct cache {
     uv_loop_t *loop;
     struct cache_lru *lru;
     struct cache_redis *cmd, *sub;
+    struct cache_sentinel *sentinel; /* NULL: redis_url names the server */
     uint64_t *epoch;          /* shared: bumped by any worker of the machine */
     uint64_t epoch_seen;
     uint64_t local_gen;
@@ -269,6 +271,16 @@ static void on_sub_message(void *arg, const char *msg, size_t len)
     reset_local(arg);
 }
 
+/* The Sentinels announced a failover: both connections follow. */
+static void on_primary_moved(void *arg, const char *host, int port)
+{
+    struct cache *c = arg;
+    if (c->cmd)
+        cache_redis_retarget(c->cmd, host, port);
+    if (c->sub)
+        cache_redis_retarget(c->sub, host, port);
+}
+
 /* --- the interface ------------------------------------------------------ */
 
 struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen)
@@ -291,15 +303,28 @@ struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen)
         return NULL;
     }
     c->epoch_seen = c->epoch ? __atomic_load_n(c->epoch, __ATOMIC_ACQUIRE) : 0;
-    if (!o->redis_url || !*o->redis_url)
+    int sentinels = o->sentinels && *o->sentinels;
+    if ((!o->redis_url || !*o->redis_url) && !sentinels)
         return c;
-    struct cache_redis_opts ro = {.url = o->redis_url, .command_timeout_ms = o->command_timeout_ms,
-                                  .on_state = on_cmd_state, .arg = c, .slot = o->slot, .name = "redis"};
+    if (sentinels) {
+        struct cache_sentinel_opts so = {.addrs = o->sentinels, .master_name = o->master_name,
+                                         .timeout_ms = o->command_timeout_ms, .on_switch = on_primary_moved,
+                                         .arg = c};
+        if (!(c->sentinel = cache_sentinel_new(o->loop, &so, err, errlen))) {
+            cache_close(c, NULL, NULL);
+            return NULL;
+        }
+    }
+    struct cache_redis_opts ro = {.url = o->redis_url, .sentinel = c->sentinel,
+                                  .wait_replicas = o->wait_replicas, .wait_timeout_ms = o->wait_timeout_ms,
+                                  .command_timeout_ms = o->command_timeout_ms, .on_state = on_cmd_state, .arg = c,
+                                  .slot = o->slot, .name = "redis"};
     c->cmd = cache_redis_new(o->loop, &ro, err, errlen);
     if (c->cmd && c->lru) {
-        ro = (struct cache_redis_opts){.url = o->redis_url, .command_timeout_ms = o->command_timeout_ms,
-                                       .channel = CACHE_CHANNEL, .on_message = on_sub_message,
-                                       .on_state = on_sub_state, .arg = c, .name = "redis subscriber"};
+        ro = (struct cache_redis_opts){.url = o->redis_url, .sentinel = c->sentinel,
+                                       .command_timeout_ms = o->command_timeout_ms, .channel = CACHE_CHANNEL,
+                                       .on_message = on_sub_message, .on_state = on_sub_state, .arg = c,
+                                       .name = "redis subscriber"};
         c->sub = cache_redis_new(o->loop, &ro, err, errlen);
     }
     if (!c->cmd || (c->lru && !c->sub)) {
@@ -337,11 +362,14 @@ void cache_close(struct cache *c, void (*done)(void *arg), void *arg)
     c->done_arg = arg;
     if (c->owed_keys.n || c->owed_idx.n)
         log_warn("cache: stopping with %zu invalidations Redis never got", c->owed_keys.n + c->owed_idx.n);
-    c->closes_left = 1 + !!c->cmd + !!c->sub;
+    c->closes_left = 1 + !!c->cmd + !!c->sub + !!c->sentinel;
     if (c->cmd)
         cache_redis_close(c->cmd, one_closed, c);
     if (c->sub)
         cache_redis_close(c->sub, one_closed, c);
+    /* after the connections: closing them cancelled their asks */
+    if (c->sentinel)
+        cache_sentinel_close(c->sentinel, one_closed, c);
     one_closed(c);
 }
 

@@ -40,7 +40,11 @@ struct metrics_slot;
 
 struct cache_opts {
     uv_loop_t *loop;
-    const char *redis_url;      /* NULL or "": no Redis */
+    const char *redis_url;      /* NULL or "": no Redis (unless sentinels) */
+    const char *sentinels;      /* "host:port,...": the primary from Sentinel (cache/sentinel.h) */
+    const char *master_name;
+    int wait_replicas;          /* for cache_redis_wait on the command connection */
+    int64_t wait_timeout_ms;
     int64_t command_timeout_ms;
     size_t local_size;          /* bytes of the LRU; 0: none */
     const char *epoch_path;     /* shared invalidation counter (created) */

@@ -4,6 +4,7 @@
  * States, one at a time:
  *
  *   WAITING     the retry timer runs (backoff after a failure)
+ *   ASKING      the Sentinels are asked for the primary (cache/sentinel.c)
  *   RESOLVING   uv_getaddrinfo is in flight
  *   CONNECTING  hiredis connects (the retry timer is the connect deadline)
  *   HANDSHAKE   connected; AUTH/SELECT/PING or SUBSCRIBE sent (same deadline)
@@ -16,6 +17,11 @@
  * free it ourselves (redisAsyncFree) only to drop it, which runs every
  * pending callback with a NULL reply first -- so the state is changed
  * before, and a callback that issues a new command is refused.
+ *
+ * WAIT: `waiters` holds the callers of cache_redis_wait that the WAIT in
+ * flight (at most one, `wait_out`) does not cover; its reply sends the
+ * next one for them. A WAIT covers the writes of its own connection only,
+ * so when the connection goes, so do they (-EIO).
  */
 #include "cache/redis.h"
 
@@ -26,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/sentinel.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -36,7 +43,7 @@
 #define BACKOFF_MAX_MS 3000
 #define TICK_MAX_MS 100
 
-enum state { ST_WAITING, ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_UP, ST_DROPPING, ST_CLOSING };
+enum state { ST_WAITING, ST_ASKING, ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_UP, ST_DROPPING, ST_CLOSING };
 
 struct pending {
     struct list_node link;
@@ -44,6 +51,12 @@ struct pending {
     cache_redis_reply_fn cb;
     void *arg;
     uint64_t sent_ms;
+};
+
+struct waiter {
+    struct list_node link;
+    cache_redis_wait_fn cb;
+    void *arg;
 };
 
 struct cache_redis {
@@ -57,6 +70,14 @@ struct cache_redis {
     void (*on_state)(void *arg, int up);
     void *arg;
     struct metrics_slot *slot;
+    struct cache_sentinel *sentinel;
+    struct cache_sentinel_ask ask;
+    int asking;              /* ask is under way */
+    int hurry;               /* the next attempt starts without the backoff */
+    int wait_replicas;
+    int64_t wait_timeout_ms;
+    struct list_node waiters; /* struct waiter, for the next WAIT */
+    int wait_out;             /* a WAIT is in flight */
 
     enum state state;
     int up_before_drop;      /* ST_DROPPING: whether it was up */
@@ -165,8 +186,14 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     r->npending--;
     if (!rep || rep->type == REDIS_REPLY_ERROR)
         count(r, 1);
+    int readonly = rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0;
     p->cb(p->arg, rep);
     free(p);
+    if (readonly && r->state == ST_UP) {
+        log_warn("%s: %s:%d is a replica now (READONLY); dropping the connection to find the primary", r->name,
+                 r->url.host, r->url.port);
+        drop(r);
+    }
 }
 
 /* Sends on whatever context there is, whatever the state (handshakes). */
@@ -203,6 +230,101 @@ int cache_redis_up(const struct cache_redis *r)
 size_t cache_redis_pending(const struct cache_redis *r)
 {
     return r->npending;
+}
+
+/* --- WAIT -------------------------------------------------------------- */
+
+/* Moves every node of src (left empty) to the empty list dst. */
+static void take_all(struct list_node *dst, struct list_node *src)
+{
+    list_init(dst);
+    if (list_empty(src))
+        return;
+    dst->next = src->next;
+    dst->prev = src->prev;
+    dst->next->prev = dst->prev->next = dst;
+    list_init(src);
+}
+
+/* Hands `acked` to every waiter of the list (emptied first: a callback may
+ * wait again). */
+static void answer_waiters(struct list_node *head, int acked)
+{
+    struct list_node now;
+    take_all(&now, head);
+    while (!list_empty(&now)) {
+        struct waiter *w = list_entry(now.next, struct waiter, link);
+        list_unlink(&w->link);
+        w->cb(w->arg, acked);
+        free(w);
+    }
+}
+
+/* The waiters one WAIT covers. */
+struct wait_batch {
+    struct cache_redis *r;
+    struct list_node waiters;
+};
+
+static int send_wait(struct cache_redis *r);
+
+/* The WAIT's reply: its waiters learn how many replicas acknowledged; the
+ * waiters that came meanwhile get the next WAIT, or -EIO when the
+ * connection is gone (a new one would not cover their writes). */
+static void wait_done(void *arg, redisReply *reply)
+{
+    struct wait_batch *b = arg;
+    struct cache_redis *r = b->r;
+    int acked = reply && reply->type == REDIS_REPLY_INTEGER ? (int)reply->integer : -EIO;
+    r->wait_out = 0;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_warn("%s: WAIT failed: %s", r->name, reply->str);
+    answer_waiters(&b->waiters, acked);
+    free(b);
+    if (list_empty(&r->waiters))
+        return;
+    if (r->state != ST_UP || send_wait(r) < 0)
+        answer_waiters(&r->waiters, -EIO);
+}
+
+/* One WAIT for every waiter queued. */
+static int send_wait(struct cache_redis *r)
+{
+    char n[16], ms[24];
+    struct wait_batch *b = malloc(sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    b->r = r;
+    snprintf(n, sizeof n, "%d", r->wait_replicas);
+    snprintf(ms, sizeof ms, "%lld", (long long)r->wait_timeout_ms);
+    const char *argv[] = {"WAIT", n, ms};
+    int rc = send_argv(r, wait_done, b, 3, argv, NULL);
+    if (rc < 0) {
+        free(b);
+        return rc;
+    }
+    take_all(&b->waiters, &r->waiters);
+    r->wait_out = 1;
+    return 0;
+}
+
+int cache_redis_wait(struct cache_redis *r, cache_redis_wait_fn cb, void *arg)
+{
+    if (r->state != ST_UP || !r->ac || r->channel)
+        return -ENOTCONN;
+    struct waiter *w = malloc(sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    *w = (struct waiter){.cb = cb, .arg = arg};
+    list_append(&r->waiters, &w->link);
+    if (r->wait_out)
+        return 0; /* the next WAIT, when this one is answered */
+    int rc = send_wait(r);
+    if (rc < 0) {
+        list_unlink(&w->link);
+        free(w);
+    }
+    return rc;
 }
 
 /* --- up and down ------------------------------------------------------- */
@@ -265,9 +387,12 @@ static void lost(struct cache_redis *r, int was_up, const char *why)
     r->ac = NULL;
     uv_timer_stop(&r->tick);
     r->state = ST_WAITING;
+    answer_waiters(&r->waiters, -EIO); /* none while a WAIT is out: its reply took them */
     if (!r->outage_logged) {
         if (was_up)
             log_warn("%s: lost the connection to %s:%d (%s); retrying", r->name, r->url.host, r->url.port, why);
+        else if (!r->url.host[0])
+            log_warn("%s: cannot find the primary (%s); retrying", r->name, why);
         else
             log_warn("%s: cannot connect to %s:%d (%s); retrying", r->name, r->url.host, r->url.port, why);
         r->outage_logged = 1;
@@ -280,7 +405,8 @@ static void lost(struct cache_redis *r, int was_up, const char *why)
     if (r->state != ST_WAITING) /* on_state closed us */
         return;
     r->attempt++;
-    uint64_t delay = (uint64_t)r->attempt * BACKOFF_STEP_MS;
+    uint64_t delay = r->hurry ? 0 : (uint64_t)r->attempt * BACKOFF_STEP_MS;
+    r->hurry = 0;
     uv_timer_start(&r->retry, on_retry, delay < BACKOFF_MAX_MS ? delay : BACKOFF_MAX_MS, 0);
 }
 
@@ -347,6 +473,23 @@ static void hs_ping(void *arg, redisReply *reply)
         became_up(r);
 }
 
+/* With Sentinel: the server must say it is the primary. */
+static void hs_role(void *arg, redisReply *reply)
+{
+    struct cache_redis *r = arg;
+    if (!reply || r->state != ST_HANDSHAKE)
+        return;
+    const char *role = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                               reply->element[0]->type == REDIS_REPLY_STRING
+                           ? reply->element[0]->str
+                           : reply->type == REDIS_REPLY_ERROR ? reply->str : "?";
+    if (strcmp(role, "master") == 0)
+        return;
+    log_warn("%s: %s:%d is not the primary (ROLE: %s); asking the Sentinels again", r->name, r->url.host,
+             r->url.port, role);
+    drop(r);
+}
+
 static void on_subscription(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct cache_redis *r = privdata;
@@ -374,6 +517,10 @@ static void handshake(struct cache_redis *r)
         snprintf(db, sizeof db, "%d", r->url.db);
         const char *argv[] = {"SELECT", db};
         send_argv(r, hs_step, r, 2, argv, NULL);
+    }
+    if (r->sentinel) {
+        const char *argv[] = {"ROLE"};
+        send_argv(r, hs_role, r, 1, argv, NULL);
     }
     if (!r->channel) {
         const char *argv[] = {"PING"};
@@ -513,7 +660,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     connect_to(r);
 }
 
-static void start_attempt(struct cache_redis *r)
+/* Connects to url.host (a literal at once, a name once resolved). */
+static void resolve(struct cache_redis *r)
 {
     unsigned char buf[16];
     if (inet_pton(AF_INET, r->url.host, buf) == 1 || inet_pton(AF_INET6, r->url.host, buf) == 1) {
@@ -531,15 +679,64 @@ static void start_attempt(struct cache_redis *r)
         r->resolving = 1;
 }
 
+static void on_primary(void *arg, int status, const char *host, int port)
+{
+    struct cache_redis *r = arg;
+    r->asking = 0;
+    if (r->state == ST_CLOSING) {
+        finish_close(r);
+        return;
+    }
+    if (status < 0 || strlen(host) >= sizeof r->url.host) {
+        lost(r, 0, "no Sentinel named it");
+        return;
+    }
+    if (r->ever_up && (strcmp(r->url.host, host) != 0 || r->url.port != port))
+        log_info("%s: the Sentinels name %s:%d as the primary", r->name, host, port);
+    snprintf(r->url.host, sizeof r->url.host, "%s", host);
+    r->url.port = port;
+    resolve(r);
+}
+
+static void start_attempt(struct cache_redis *r)
+{
+    if (!r->sentinel) {
+        resolve(r);
+        return;
+    }
+    r->state = ST_ASKING;
+    r->asking = 1;
+    cache_sentinel_ask(r->sentinel, &r->ask, on_primary, r);
+}
+
+void cache_redis_retarget(struct cache_redis *r, const char *host, int port)
+{
+    if (!r->sentinel)
+        return;
+    if (r->state == ST_WAITING) {
+        uv_timer_stop(&r->retry);
+        start_attempt(r);
+    } else if ((r->state == ST_CONNECTING || r->state == ST_HANDSHAKE || r->state == ST_UP) &&
+               (strcmp(r->url.host, host) != 0 || r->url.port != port)) {
+        log_info("%s: the primary moved from %s:%d to %s:%d; reconnecting", r->name, r->url.host, r->url.port,
+                 host, port);
+        r->hurry = 1;
+        drop(r);
+    }
+}
+
 struct cache_redis *cache_redis_new(uv_loop_t *loop, const struct cache_redis_opts *o, char *err, size_t errlen)
 {
     struct cache_redis *r = calloc(1, sizeof(*r));
-    if (!r || cache_redis_parse_url(o->url, &r->url) < 0) {
+    int has_url = o->url && *o->url;
+    if (!r || (has_url ? cache_redis_parse_url(o->url, &r->url) < 0 : !o->sentinel)) {
         snprintf(err, errlen, r ? "redis.url: \"%s\" is not redis://[:password@]host[:port][/db]" : "out of memory",
-                 o->url);
+                 o->url ? o->url : "");
         free(r);
         return NULL;
     }
+    if (o->sentinel) /* the Sentinels give the address */
+        r->url.host[0] = '\0';
     r->loop = loop;
     r->name = strdup(o->name ? o->name : "redis");
     r->channel = o->channel ? strdup(o->channel) : NULL;
@@ -555,7 +752,11 @@ struct cache_redis *cache_redis_new(uv_loop_t *loop, const struct cache_redis_op
     r->on_state = o->on_state;
     r->arg = o->arg;
     r->slot = o->slot;
+    r->sentinel = o->sentinel;
+    r->wait_replicas = o->wait_replicas > 0 ? o->wait_replicas : 0;
+    r->wait_timeout_ms = o->wait_timeout_ms > 0 ? o->wait_timeout_ms : 500;
     list_init(&r->pending);
+    list_init(&r->waiters);
     uv_timer_init(loop, &r->retry);
     uv_timer_init(loop, &r->tick);
     r->retry.data = r->tick.data = r;
@@ -582,9 +783,10 @@ static void on_timer_closed(uv_handle_t *h)
 
 static void finish_close(struct cache_redis *r)
 {
-    if (r->ac || r->resolving || r->finishing)
+    if (r->ac || r->resolving || r->asking || r->finishing)
         return;
     r->finishing = 1;
+    answer_waiters(&r->waiters, -EIO);
     set_gauge(r, 0);
     r->handles = 2;
     uv_close((uv_handle_t *)&r->retry, on_timer_closed);
@@ -600,6 +802,10 @@ void cache_redis_close(struct cache_redis *r, void (*done)(void *arg), void *arg
     uv_timer_stop(&r->retry);
     if (r->resolving)
         uv_cancel((uv_req_t *)&r->gai);
+    if (r->asking) {
+        cache_sentinel_cancel(&r->ask);
+        r->asking = 0;
+    }
     if (!r->ac) {
         finish_close(r);
         return;

@@ -17,6 +17,20 @@
  * A subscriber connection (opts.channel set) carries no commands: it
  * subscribes to the channel and hands every message to on_message.
  *
+ * With Sentinel (opts.sentinel, cache/sentinel.h) the address comes from
+ * the Sentinels at every attempt, not from the URL (which then gives only
+ * the password and database), and the handshake checks with ROLE that the
+ * server is the primary: a replica is dropped and the Sentinels are asked
+ * again, after the backoff. Whatever the mode, a READONLY error (the server
+ * became a replica under us) drops the connection the same way, so no
+ * write goes to a replica twice.
+ *
+ * Durable writes: cache_redis_wait() sends `WAIT <replicas> <timeout>`
+ * after the commands sent so far; at most one WAIT is in flight per
+ * connection, and the callers that come while one is out share the next,
+ * so a missing replica delays replies by about twice the timeout at worst
+ * rather than by a timeout per write.
+ *
  * Ownership: cache_redis_new() returns the connection; cache_redis_close()
  * stops it and frees it once its last handle closed, then calls done. A
  * reply passed to a callback belongs to hiredis and is valid only during
@@ -31,6 +45,7 @@
 #include <uv.h>
 
 struct cache_redis;
+struct cache_sentinel;
 struct metrics_slot;
 
 /* reply NULL: no reply (the connection was lost, the command timed out, or
@@ -40,7 +55,10 @@ struct metrics_slot;
 typedef void (*cache_redis_reply_fn)(void *arg, redisReply *reply);
 
 struct cache_redis_opts {
-    const char *url;            /* redis://[:password@]host[:port][/db] */
+    const char *url;            /* redis://[:password@]host[:port][/db]; may be NULL with a sentinel */
+    struct cache_sentinel *sentinel; /* NULL: the URL's host; else ask it (it must outlive r) */
+    int wait_replicas;          /* cache_redis_wait: replicas to wait for */
+    int64_t wait_timeout_ms;    /* and for how long */
     int64_t command_timeout_ms;
     const char *channel;        /* subscriber: the channel; NULL: commands */
     void (*on_message)(void *arg, const char *msg, size_t len);
@@ -73,6 +91,20 @@ int cache_redis_up(const struct cache_redis *r);
  * -ENOMEM: then cb never runs. */
 int cache_redis_command(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
                         const size_t *argvlen);
+
+/* Called with the number of replicas that acknowledged every write sent
+ * before the WAIT, or -EIO when the WAIT got no reply (connection lost). */
+typedef void (*cache_redis_wait_fn)(void *arg, int acked);
+
+/* Waits for opts.wait_replicas replicas to have every write this
+ * connection sent so far (WAIT). 0 when accepted (cb runs later, exactly
+ * once), -ENOTCONN or -ENOMEM (cb never runs). */
+int cache_redis_wait(struct cache_redis *r, cache_redis_wait_fn cb, void *arg);
+
+/* The Sentinels announced the primary at host:port: a connection to
+ * another address is dropped and made again at once; one waiting for its
+ * next attempt makes it now. A no-op without a sentinel. */
+void cache_redis_retarget(struct cache_redis *r, const char *host, int port);
 
 /* Commands sent and not yet answered. */
 size_t cache_redis_pending(const struct cache_redis *r);

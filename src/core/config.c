@@ -34,7 +34,7 @@
 
 /* --- the key table ---------------------------------------------------- */
 
-enum type { T_INT, T_DURATION, T_SIZE, T_ENUM, T_STRING, T_ROUTES, T_BOOL, T_UPSTREAMS, T_SERVERS };
+enum type { T_INT, T_DURATION, T_SIZE, T_ENUM, T_STRING, T_ROUTES, T_BOOL, T_UPSTREAMS, T_SERVERS, T_ADDRS };
 enum store { S_INT, S_I64, S_STR, S_ROUTES, S_UPSTREAMS, S_SERVERS };
 
 #define F_RELOAD 1u   /* may change on reload without a restart */
@@ -82,6 +82,7 @@ static const char *check_file_path(const char *in, const char **out);
 
 static const char *check_log_target(const char *in, const char **out);
 static const char *check_redis_url(const char *in, const char **out);
+static const char *check_master_name(const char *in, const char **out);
 static const char *check_token(const char *in, const char **out);
 static const char *check_group_name(const char *in, const char **out);
 static const char *check_address(const char *in, const char **out);
@@ -200,10 +201,24 @@ static const struct key keys[] = {
              "folders created as needed."},
     {.name = "redis.url", .type = T_STRING, .store = S_STR, .off = TOP(redis.url), .check = check_redis_url,
      .flags = F_RELOAD, .env = "REDIS_URL", .bounds = "redis://[:password@]host[:port][/db], or empty",
-     .desc = "Redis for the cache, carts and request counters; none: SQLite and a per-worker cache."},
+     .desc = "Redis for the cache, carts and request counters; none (and no redis.sentinels): SQLite and a "
+             "per-worker cache."},
     {.name = "redis.command_timeout", .type = T_DURATION, .store = S_I64, .off = TOP(redis.command_timeout_ms),
      .min = MS, .max = 60 * SEC, .def = "1s", .flags = F_RELOAD,
      .desc = "A Redis reply later than this counts as an outage: the connection is dropped and made again."},
+    {.name = "redis.sentinels", .type = T_ADDRS, .store = S_STR, .off = TOP(redis.sentinels), .flags = F_RELOAD,
+     .env = "REDIS_SENTINELS", .bounds = "array of \"host:port\" (or one comma-separated string)",
+     .desc = "Redis Sentinels to ask for the primary (docs/scaling.md); then redis.url gives only the "
+             "password and database."},
+    {.name = "redis.master_name", .type = T_STRING, .store = S_STR, .off = TOP(redis.master_name),
+     .check = check_master_name, .def = "mymaster", .flags = F_RELOAD, .bounds = "printable, no spaces",
+     .desc = "The name the Sentinels monitor the primary under."},
+    {.name = "redis.wait_replicas", .type = T_INT, .store = S_INT, .off = TOP(redis.wait_replicas), .min = 0,
+     .max = 100, .def = "0", .flags = F_RELOAD,
+     .desc = "A cart change is answered only once this many replicas have it (WAIT), else 503; 0: no wait."},
+    {.name = "redis.wait_timeout", .type = T_DURATION, .store = S_I64, .off = TOP(redis.wait_timeout_ms),
+     .min = MS, .max = 60 * SEC, .def = "500ms", .flags = F_RELOAD,
+     .desc = "How long a cart change waits for the replicas; shorter than redis.command_timeout."},
     {.name = "cache.local_size", .type = T_SIZE, .store = S_I64, .off = TOP(cache.local_size), .min = 0,
      .max = GIB, .def = "16M", .flags = F_RELOAD,
      .desc = "Bytes of each worker's in-process cache: the cache without Redis, a near cache in front of it "
@@ -383,6 +398,17 @@ static const char *check_redis_url(const char *in, const char **out)
     const char *host = strrchr(in + 8, '@');
     host = host ? host + 1 : in + 8;
     return *host && *host != '/' && *host != ':' ? NULL : "names no host";
+}
+
+static const char *check_master_name(const char *in, const char **out)
+{
+    *out = in;
+    if (!*in)
+        return "must not be empty";
+    for (const char *p = in; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return "must be printable, without spaces";
+    return NULL;
 }
 
 static const char *check_token(const char *in, const char **out)
@@ -1097,6 +1123,7 @@ static int set_bool(struct ctx *x, const struct key *k, const char *path, json_t
 
 static int set_upstreams(struct ctx *x, const char *path, json_t *v, struct cfg *c);
 static int set_servers(struct ctx *x, const char *path, json_t *v, struct cfg_upstream *g);
+static int set_addrs(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base);
 
 static int set_key(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
 {
@@ -1118,8 +1145,135 @@ static int set_key(struct ctx *x, const struct key *k, const char *path, json_t 
         return set_string(x, k, path, v, base);
     case T_ROUTES:
         return set_routes(x, path, v, base);
+    case T_ADDRS:
+        return set_addrs(x, k, path, v, base);
     }
     return -EINVAL;
+}
+
+/* --- lists of addresses (redis.sentinels) ----------------------------- */
+
+/*
+ * The form of one "host:port" or "[ipv6]:port". Unlike upstream servers, a
+ * host name is kept as it is: cache/redis.c resolves it at every connection,
+ * so a Sentinel that moves to another address is still found.
+ */
+static const char *addr_form(const char *s, size_t n)
+{
+    const char *colon = n ? memrchr(s, ':', n) : NULL;
+    size_t hlen = colon ? (size_t)(colon - s) : 0, plen = colon ? n - hlen - 1 : 0;
+    if (!colon || hlen == 0 || plen == 0 || plen > 5)
+        return "is not host:port (use e.g. \"10.0.0.5:26379\" or \"[::1]:26379\")";
+    bool v6 = s[0] == '[';
+    if (v6 ? hlen < 3 || s[hlen - 1] != ']' || memchr(s + 1, ']', hlen - 2) : memchr(s, ':', hlen) != NULL)
+        return "is not host:port (an IPv6 address is written in brackets: \"[::1]:26379\")";
+    for (size_t i = 0; i < hlen; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f || s[i] == ',' || s[i] == '/' || s[i] == '@')
+            return "has a host that is not a name or an address";
+    long port = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (!isdigit((unsigned char)colon[1 + i]))
+            return "has a port that is not 1..65535";
+        port = port * 10 + (colon[1 + i] - '0');
+    }
+    return port >= 1 && port <= 65535 ? NULL : "has a port that is not 1..65535";
+}
+
+/* Adds one element (trimmed) to the comma-joined list in buf. */
+static int add_addr(const struct ctx *x, const char *path, size_t i, const char *s, size_t n, char **buf,
+                    size_t *len)
+{
+    char p[64];
+    while (n && isspace((unsigned char)*s))
+        s++, n--;
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    const char *why = addr_form(s, n);
+    if (why) {
+        snprintf(p, sizeof p, "%s[%zu]", path, i);
+        return report(x, p, false, "\"%.*s\" %s", (int)(n < SHOWN ? n : SHOWN), s, why);
+    }
+    char *b = realloc(*buf, *len + n + 2);
+    if (!b)
+        return no_memory(x);
+    if (*len)
+        b[(*len)++] = ',';
+    memcpy(b + *len, s, n);
+    *len += n;
+    b[*len] = '\0';
+    *buf = b;
+    return 0;
+}
+
+/*
+ * An array of "host:port" strings, or one string of them separated by
+ * commas (the environment, the command line). Stored comma-joined, in
+ * order; an empty list stores nothing.
+ */
+static int set_addrs(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
+{
+    char *list = NULL, **f = str_field(k, base);
+    size_t len = 0, n = 0;
+    int rc = 0;
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v), *end;
+        for (; *s && !rc; s = *end ? end + 1 : end, n++) {
+            end = strchr(s, ',');
+            end = end ? end : s + strlen(s);
+            rc = add_addr(x, path, n, s, (size_t)(end - s), &list, &len);
+        }
+    } else if (json_is_array(v)) {
+        json_t *e;
+        json_array_foreach(v, n, e) {
+            if (!json_is_string(e)) {
+                char p[64];
+                snprintf(p, sizeof p, "%s[%zu]", path, n);
+                rc = bad_type(x, p, e, "a \"host:port\" string");
+            } else {
+                rc = add_addr(x, path, n, json_string_value(e), strlen(json_string_value(e)), &list, &len);
+            }
+            if (rc)
+                break;
+        }
+    } else {
+        return bad_type(x, path, v, "an array of \"host:port\" strings");
+    }
+    if (rc) {
+        free(list);
+        return rc;
+    }
+    free(*f);
+    *f = list;
+    return 0;
+}
+
+/* The stored list as a JSON array. */
+static json_t *addrs_value(const char *s)
+{
+    json_t *a = json_array();
+    while (a && s && *s) {
+        const char *end = strchr(s, ',');
+        end = end ? end : s + strlen(s);
+        if (json_array_append_new(a, json_stringn(s, (size_t)(end - s)))) {
+            json_decref(a);
+            return NULL;
+        }
+        s = *end ? end + 1 : end;
+    }
+    return a;
+}
+
+/* Keys that must agree with each other, once every source is in. */
+static int check_redis(const struct ctx *x, const struct cfg *c)
+{
+    char a[32], b[32];
+    if (c->redis.wait_replicas > 0 && c->redis.wait_timeout_ms >= c->redis.command_timeout_ms)
+        return report(x, "redis.wait_timeout", false,
+                      "%s is not shorter than redis.command_timeout (%s): a WAIT that long would count as an "
+                      "outage (shorten it, or lengthen redis.command_timeout)",
+                      fmt_duration(c->redis.wait_timeout_ms, a, sizeof a),
+                      fmt_duration(c->redis.command_timeout_ms, b, sizeof b));
+    return 0;
 }
 
 /* --- unknown keys ----------------------------------------------------- */
@@ -2021,6 +2175,8 @@ int cfg_load(const struct cfg_sources *src, struct cfg *out, char *err, size_t e
         rc = apply_overrides(&x, src->overrides, &c);
     if (!rc)
         rc = check_upstream_refs(&x, &c);
+    if (!rc)
+        rc = check_redis(&x, &c);
     json_decref(tree);
     ctx_free(&x);
     if (rc) {
@@ -2067,6 +2223,8 @@ int cfg_from_json(const char *text, struct cfg *out, char *err, size_t errlen)
         rc = walk(&x, tree, "", &c);
     if (!rc)
         rc = check_upstream_refs(&x, &c);
+    if (!rc)
+        rc = check_redis(&x, &c);
     json_decref(tree);
     ctx_free(&x);
     if (rc) {
@@ -2144,6 +2302,9 @@ static int key_value(const struct key *k, const void *base, json_t **out)
         break;
     case T_SERVERS:
         *out = servers_value(base);
+        break;
+    case T_ADDRS:
+        *out = addrs_value(s);
         break;
     }
     return *out ? 0 : -ENOMEM;
@@ -2404,6 +2565,7 @@ static const char *const type_names[] = {
     [T_INT] = "integer", [T_DURATION] = "duration", [T_SIZE] = "size",
     [T_ENUM] = "enum",   [T_STRING] = "string",     [T_ROUTES] = "array",
     [T_BOOL] = "boolean", [T_UPSTREAMS] = "object",  [T_SERVERS] = "array",
+    [T_ADDRS] = "array",
 };
 
 static const char *describe_bounds(const struct key *k, char *buf, size_t len)

@@ -147,6 +147,10 @@ struct cfg {
     struct {
         char *url;                 /* redis.url; NULL or "": no Redis (SQLite and a local cache) */
         int64_t command_timeout_ms;
+        char *sentinels;           /* redis.sentinels: "host:port,host:port", in order; NULL: none */
+        char *master_name;         /* the primary's name at the Sentinels */
+        int wait_replicas;         /* cart writes wait for this many replicas (WAIT); 0: none */
+        int64_t wait_timeout_ms;   /* and for at most this long */
     } redis;
     struct {
         int64_t local_size;        /* cache.local_size: bytes of the per-worker cache; 0: none */

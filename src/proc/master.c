@@ -605,10 +605,14 @@ static void spawn(struct wslot *s, int replacement)
         io[3].flags = UV_INHERIT_FD;
         io[3].data.fd = m->listen_fds[m->nlisten == 1 ? 0 : s->id];
     }
-    /* detached: a terminal's Ctrl-C reaches the master only, which then
-     * stops the workers in order */
+    /* A process group of its own (set here and by the worker, as shells
+     * do, so there is no window): a terminal's Ctrl-C reaches the master
+     * only, which then stops the workers in order. Not a session of its
+     * own: with sched_autogroup each session is a scheduling group, and a
+     * worker alone in one is scheduled against everything else on the
+     * machine as a whole (docs/benchmarks.md, "load balancer"). */
     uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = m->exe, .args = args, .stdio_count = 8,
-                                .stdio = io, .flags = UV_PROCESS_DETACHED};
+                                .stdio = io};
     opt.flags |= (unsigned)worker_identity(&m->cfg, &opt.uid, &opt.gid);
     int r = uv_spawn(m->loop, &p->proc, &opt);
     p->handles = 2;
@@ -619,6 +623,7 @@ static void spawn(struct wslot *s, int replacement)
             replace_dead(s, 0, 0, "could not be started");
         return;
     }
+    setpgid(p->proc.pid, p->proc.pid); /* EACCES once it exec'd and set it itself */
     /* the counters slot belongs to this process from now on */
     metrics_mark_used(m->shm, (uint32_t)mslot);
     metrics_set(m->shm->slots[mslot].pid, (uint64_t)p->proc.pid);

@@ -278,6 +278,7 @@ static void setup_signals(struct worker *w)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN); /* until the app's log module watches it (reopen) */
+    signal(SIGTTOU, SIG_IGN); /* a background group writing to a `stty tostop` terminal */
     for (int i = 0; i < 3; i++) {
         uv_signal_init(w->loop, &w->sigs[i]);
         w->sigs[i].data = w;
@@ -341,6 +342,7 @@ int worker_main(int id, int slot)
     char role[32];
     snprintf(role, sizeof(role), "worker %d", id);
     log_set_role(role);
+    setpgid(0, 0); /* out of the terminal's foreground group (see spawn() in master.c) */
     w.id = id;
     w.loop = uv_default_loop();
     self = &w;

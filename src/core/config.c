@@ -293,6 +293,10 @@ static const struct key keys[] = {
     {.name = GROUP_PREFIX "retries", .type = T_INT, .store = S_INT, .off = GROUP(retries), .min = 0, .max = 10,
      .def = "2", .flags = F_RELOAD,
      .desc = "Further attempts on other servers for a request that failed before any response byte, when safe."},
+    {.name = GROUP_PREFIX "retry_on_timeout", .type = T_BOOL, .store = S_INT, .off = GROUP(retry_on_timeout),
+     .def = "false", .flags = F_RELOAD, .bounds = "true or false",
+     .desc = "A request with no response byte within timeouts.first_byte is retried too, when its method is "
+             "idempotent and its body was not consumed (the first server may have handled it)."},
     {.name = GROUP_PREFIX "retry_budget.percent", .type = T_INT, .store = S_INT,
      .off = GROUP(retry_budget.percent), .min = 0, .max = 100, .def = "20", .flags = F_RELOAD,
      .desc = "Retries in flight at most this share of the requests in flight (per worker)."},

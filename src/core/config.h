@@ -79,6 +79,7 @@ struct cfg_upstream {
     } passive;
     int64_t slow_start_ms;
     int retries;
+    int retry_on_timeout; /* an idempotent request with no first byte in time is retried too */
     struct {
         int percent, min;
     } retry_budget;

@@ -669,6 +669,8 @@ static void start_attempt(struct pxy *p)
     if (i < 0) {
         if (p->ntried == 0)
             answer_error(p, 503, i == -EBUSY ? "upstream servers are all at max_conns" : "no healthy upstream");
+        else if (p->why[p->ntried - 1] == UP_FAIL_TIMEOUT) /* retry_on_timeout, and no server left */
+            answer_error(p, 504, "upstream timed out");
         else
             answer_error(p, 502, "upstream failed");
         return;
@@ -733,7 +735,10 @@ static void attempt_failed(struct pxy *p, enum up_fail why)
      * connection failed (nothing sent) only moves to another server. */
     struct up_group *g = &p->pg->g;
     int budgeted = p->sent_any;
-    if (p->ntried <= cfg->retries && up_retry_safe(why, x->req.method, p->sent_any, p->body_consumed) &&
+    int safe = up_retry_safe(why, x->req.method, p->sent_any, p->body_consumed) ||
+               (why == UP_FAIL_TIMEOUT && cfg->retry_on_timeout &&
+                up_retry_safe_after_timeout(x->req.method, p->body_consumed));
+    if (p->ntried <= cfg->retries && safe &&
         (!budgeted || p->retrying ||
          up_budget_allows(g->retrying, g->inflight, cfg->retry_budget.percent, cfg->retry_budget.min))) {
         if (budgeted && !p->retrying) {

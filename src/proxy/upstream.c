@@ -400,6 +400,11 @@ int up_retry_safe(enum up_fail f, enum http_method m, int request_sent, int body
     return idempotent(m) && !body_consumed;
 }
 
+int up_retry_safe_after_timeout(enum http_method m, int body_consumed)
+{
+    return idempotent(m) && !body_consumed;
+}
+
 int up_budget_allows(uint32_t retrying, uint32_t inflight, int percent, int min)
 {
     if (retrying < (uint32_t)min)

@@ -148,6 +148,13 @@ int up_fail_counts(enum up_fail f, int on_5xx);
  */
 int up_retry_safe(enum up_fail f, enum http_method m, int request_sent, int body_consumed);
 
+/* With the group's retry_on_timeout: whether a request that got no first
+ * byte within timeouts.first_byte may go to another server (idempotent
+ * methods whose body, if any, was not consumed), as nginx's
+ * `proxy_next_upstream timeout`. A host that drops off the network leaves
+ * requests in flight to it that only a timeout ends. */
+int up_retry_safe_after_timeout(enum http_method m, int body_consumed);
+
 /* The retry budget (Envoy's): a retry may start while retries in flight
  * stay within `percent` of requests in flight, or below `min`. */
 int up_budget_allows(uint32_t retrying, uint32_t inflight, int percent, int min);

@@ -354,6 +354,12 @@ Test(upstream, retry_safety)
     cr_assert(!up_retry_safe(UP_FAIL_BAD_RESPONSE, HTTP_GET, 1, 0));
     cr_assert(!up_retry_safe(UP_FAIL_IDLE, HTTP_GET, 1, 0));
     cr_assert(!up_retry_safe(UP_FAIL_5XX, HTTP_GET, 1, 0));
+    /* a timeout, with the group's retry_on_timeout */
+    cr_assert(up_retry_safe_after_timeout(HTTP_GET, 0));
+    cr_assert(up_retry_safe_after_timeout(HTTP_PUT, 0));
+    cr_assert(!up_retry_safe_after_timeout(HTTP_PUT, 1), "the body is gone");
+    cr_assert(!up_retry_safe_after_timeout(HTTP_POST, 0));
+    cr_assert(!up_retry_safe_after_timeout(HTTP_PATCH, 0));
 }
 
 Test(upstream, retry_budget)

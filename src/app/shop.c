@@ -71,6 +71,10 @@ struct shop {
     int writing;
     int busy;
     int unsynced;                /* cart writes are failing WAIT: logged once */
+    struct list_node parked;     /* struct req waiting for the first Redis connection */
+    uv_timer_t first_up;         /* how long they may wait */
+    uint64_t wait_until;         /* cart requests wait for Redis until then (loop time) */
+    int redis_seen_up;           /* the first connection came (or the wait ended) */
     enum stop_state stop;
     int closes_left;
     void (*stopped)(void *arg);
@@ -866,6 +870,8 @@ static void update_handle(struct http_exchange *x)
 
 /* --- carts ------------------------------------------------------------- */
 
+static void cart_go(struct req *q);
+
 /*
  * A cart write in Redis is answered from Redis's replies only, so a 200 is
  * never given for a change Redis did not make. With redis.wait_replicas, a
@@ -953,10 +959,6 @@ static void cart_add_handle(struct http_exchange *x)
         reply_error(x, 400, err, field);
         return;
     }
-    if (s->redis && !cache_redis_up(s->redis)) {
-        reply_error(x, 503, CART_STORE_DOWN, NULL);
-        return;
-    }
     struct req *q = req_new(s, x, R_ADD);
     if (!q)
         return;
@@ -967,8 +969,7 @@ static void cart_add_handle(struct http_exchange *x)
         enqueue_write(q);
         return;
     }
-    snprintf(q->key, sizeof q->key, "product:%lld", (long long)id);
-    lookup(q); /* the product must exist: a cache hit, or the catalog */
+    cart_go(q);
 }
 
 static int by_id(const void *a, const void *b)
@@ -1002,14 +1003,10 @@ static void got_cart(void *arg, redisReply *r)
 static void cart_handle(struct http_exchange *x)
 {
     struct shop *s = x->match.route->data;
-    char key[16 + SHOP_USER_MAX], user[SHOP_USER_MAX + 1];
+    char user[SHOP_USER_MAX + 1];
     struct req *q;
     if (user_of(x, user) < 0)
         return;
-    if (s->redis && !cache_redis_up(s->redis)) {
-        reply_error(x, 503, CART_STORE_DOWN, NULL);
-        return;
-    }
     if (!(q = req_new(s, x, R_CART)))
         return;
     memcpy(q->user, user, sizeof user);
@@ -1017,12 +1014,7 @@ static void cart_handle(struct http_exchange *x)
         read_source(q);
         return;
     }
-    snprintf(key, sizeof key, "cart:%s", q->user);
-    const char *argv[] = {"HGETALL", key};
-    if (cache_redis_command(s->redis, got_cart, q, 2, argv, NULL) < 0) {
-        reply_error(x, 503, CART_STORE_DOWN, NULL);
-        req_free(q);
-    }
+    cart_go(q);
 }
 
 static void removed(void *arg, redisReply *r)
@@ -1035,16 +1027,12 @@ static void removed(void *arg, redisReply *r)
 static void cart_remove_handle(struct http_exchange *x)
 {
     struct shop *s = x->match.route->data;
-    char user[SHOP_USER_MAX + 1], key[16 + SHOP_USER_MAX], id[24];
+    char user[SHOP_USER_MAX + 1];
     int64_t pid;
     if (user_of(x, user) < 0)
         return;
     if (param_id(x, "productId", &pid) < 0) {
         reply_error(x, 400, "productId must be a positive integer", "productId");
-        return;
-    }
-    if (s->redis && !cache_redis_up(s->redis)) {
-        reply_error(x, 503, CART_STORE_DOWN, NULL);
         return;
     }
     struct req *q = req_new(s, x, R_REMOVE);
@@ -1056,10 +1044,72 @@ static void cart_remove_handle(struct http_exchange *x)
         enqueue_write(q);
         return;
     }
-    snprintf(key, sizeof key, "cart:%s", user);
-    snprintf(id, sizeof id, "%lld", (long long)pid);
-    const char *argv[] = {"HDEL", key, id};
-    redis_write(q, 3, argv, removed);
+    cart_go(q);
+}
+
+/*
+ * A worker's first Redis connection is made while it already serves (a
+ * reload's new worker takes connections at once, and asking the Sentinels
+ * adds a round trip): a cart request that comes before it is up waits for
+ * it, until redis.command_timeout after the worker started, rather than
+ * failing. Once the connection came, or that time passed, an outage is
+ * answered 503 at once.
+ */
+static void resume_parked(struct shop *s)
+{
+    s->redis_seen_up = 1;
+    uv_timer_stop(&s->first_up);
+    while (!list_empty(&s->parked)) {
+        struct req *q = list_entry(s->parked.next, struct req, link);
+        list_unlink(&q->link);
+        cart_go(q);
+    }
+}
+
+static void on_first_up_deadline(uv_timer_t *t)
+{
+    resume_parked(t->data);
+}
+
+static void on_redis_up(void *arg)
+{
+    struct shop *s = arg;
+    if (!s->redis_seen_up)
+        resume_parked(s);
+}
+
+/* A cart request in Redis mode, once its input is checked. */
+static void cart_go(struct req *q)
+{
+    struct shop *s = q->s;
+    char key[16 + SHOP_USER_MAX], id[24];
+    if (!cache_redis_up(s->redis)) {
+        uint64_t now = uv_now(s->loop);
+        if (!s->redis_seen_up && now < s->wait_until && s->stop == RUNNING) {
+            if (list_empty(&s->parked))
+                uv_timer_start(&s->first_up, on_first_up_deadline, s->wait_until - now, 0);
+            list_append(&s->parked, &q->link);
+            return;
+        }
+        reply_error(q->x, 503, CART_STORE_DOWN, NULL);
+        req_free(q);
+        return;
+    }
+    snprintf(key, sizeof key, "cart:%s", q->user);
+    snprintf(id, sizeof id, "%lld", (long long)q->id);
+    if (q->kind == R_ADD) {
+        snprintf(q->key, sizeof q->key, "product:%lld", (long long)q->id);
+        lookup(q); /* the product must exist: a cache hit, or the catalog */
+    } else if (q->kind == R_REMOVE) {
+        const char *argv[] = {"HDEL", key, id};
+        redis_write(q, 3, argv, removed);
+    } else {
+        const char *argv[] = {"HGETALL", key};
+        if (cache_redis_command(s->redis, got_cart, q, 2, argv, NULL) < 0) {
+            reply_error(q->x, 503, CART_STORE_DOWN, NULL);
+            req_free(q);
+        }
+    }
 }
 
 /* --- readiness --------------------------------------------------------- */
@@ -1370,6 +1420,7 @@ int shop_start(struct shop *s, struct router *r, char *err, size_t errlen)
                            .wait_replicas = s->cfg->redis.wait_replicas,
                            .wait_timeout_ms = s->cfg->redis.wait_timeout_ms,
                            .command_timeout_ms = s->cfg->redis.command_timeout_ms,
+                           .on_redis_up = on_redis_up, .arg = s,
                            .local_size = (size_t)s->cfg->cache.local_size, .epoch_path = epoch, .slot = s->slot};
     if (wrap_routes(s, r) < 0) {
         snprintf(err, errlen, "out of memory");
@@ -1378,6 +1429,10 @@ int shop_start(struct shop *s, struct router *r, char *err, size_t errlen)
     if (!(s->cache = cache_new(&o, err, errlen)))
         return -EINVAL;
     s->redis = cache_redis_conn(s->cache);
+    list_init(&s->parked);
+    uv_timer_init(s->loop, &s->first_up);
+    s->first_up.data = s;
+    s->wait_until = uv_now(s->loop) + (uint64_t)s->cfg->redis.command_timeout_ms;
     uv_timer_init(s->loop, &s->flush);
     s->flush.data = s;
     uv_timer_start(&s->flush, on_flush, FLUSH_MS, FLUSH_MS);
@@ -1411,7 +1466,8 @@ static void cache_closed(void *arg)
 static void close_now(uv_timer_t *t)
 {
     struct shop *s = t->data;
-    s->closes_left = 2;
+    s->closes_left = 3;
+    uv_close((uv_handle_t *)&s->first_up, timer_closed);
     uv_close((uv_handle_t *)&s->flush, timer_closed);
     cache_close(s->cache, cache_closed, s);
 }

@@ -61,6 +61,8 @@ struct cache {
     uint64_t local_gen;
     int sub_up;
     struct metrics_slot *slot;
+    void (*on_redis_up)(void *arg);
+    void *arg;
     struct strs owed_keys, owed_idx; /* invalidations Redis has not had yet */
     int closes_left;
     void (*done)(void *arg);
@@ -243,6 +245,8 @@ static int send_invalidation(struct cache *c, struct inv_req *q)
 static void on_cmd_state(void *arg, int up)
 {
     struct cache *c = arg;
+    if (up && c->on_redis_up)
+        c->on_redis_up(c->arg);
     if (!up || (!c->owed_keys.n && !c->owed_idx.n))
         return;
     struct inv_req *q = calloc(1, sizeof(*q));
@@ -292,6 +296,8 @@ struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen)
     }
     c->loop = o->loop;
     c->slot = o->slot;
+    c->on_redis_up = o->on_redis_up;
+    c->arg = o->arg;
     if (o->local_size > 0 && !(c->lru = cache_lru_new(o->local_size))) {
         snprintf(err, errlen, "out of memory");
         free(c);

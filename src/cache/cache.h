@@ -49,6 +49,8 @@ struct cache_opts {
     size_t local_size;          /* bytes of the LRU; 0: none */
     const char *epoch_path;     /* shared invalidation counter (created) */
     struct metrics_slot *slot;  /* cache_* and redis_* counters; may be NULL */
+    void (*on_redis_up)(void *arg); /* the command connection came up (again); may be NULL */
+    void *arg;
 };
 
 /* What a lookup saw; handed back to cache_fill. */

@@ -50,7 +50,7 @@ struct pending {
     struct cache_redis *r;
     cache_redis_reply_fn cb;
     void *arg;
-    uint64_t sent_ms;
+    uint64_t deadline_ms; /* no reply by then: the connection is dropped */
 };
 
 struct waiter {
@@ -78,6 +78,7 @@ struct cache_redis {
     int64_t wait_timeout_ms;
     struct list_node waiters; /* struct waiter, for the next WAIT */
     int wait_out;             /* a WAIT is in flight */
+    uint64_t blocked_until;   /* the server may hold replies back until then (WAIT) */
 
     enum state state;
     int up_before_drop;      /* ST_DROPPING: whether it was up */
@@ -197,21 +198,33 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 /* Sends on whatever context there is, whatever the state (handshakes). */
-static int send_argv(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
-                     const size_t *argvlen)
+/* `block_ms`: how long the server may take on purpose (WAIT); replies to
+ * the commands sent after it wait as long, so their deadlines move too. */
+static int send_argv_blocking(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc,
+                              const char **argv, const size_t *argvlen, uint64_t block_ms)
 {
     struct pending *p = malloc(sizeof(*p));
     if (!p)
         return -ENOMEM;
-    *p = (struct pending){.r = r, .cb = cb, .arg = arg, .sent_ms = uv_now(r->loop)};
+    uint64_t now = uv_now(r->loop);
+    uint64_t start = r->blocked_until > now ? r->blocked_until : now;
+    *p = (struct pending){.r = r, .cb = cb, .arg = arg, .deadline_ms = start + block_ms + (uint64_t)r->timeout_ms};
     if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
         free(p);
         return -ENOTCONN;
     }
+    if (block_ms)
+        r->blocked_until = start + block_ms;
     list_append(&r->pending, &p->link);
     r->npending++;
     count(r, 0);
     return 0;
+}
+
+static int send_argv(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
+                     const size_t *argvlen)
+{
+    return send_argv_blocking(r, cb, arg, argc, argv, argvlen, 0);
 }
 
 int cache_redis_command(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
@@ -298,7 +311,7 @@ static int send_wait(struct cache_redis *r)
     snprintf(n, sizeof n, "%d", r->wait_replicas);
     snprintf(ms, sizeof ms, "%lld", (long long)r->wait_timeout_ms);
     const char *argv[] = {"WAIT", n, ms};
-    int rc = send_argv(r, wait_done, b, 3, argv, NULL);
+    int rc = send_argv_blocking(r, wait_done, b, 3, argv, NULL, (uint64_t)r->wait_timeout_ms);
     if (rc < 0) {
         free(b);
         return rc;
@@ -341,7 +354,7 @@ static void on_tick(uv_timer_t *t)
     if (list_empty(&r->pending) || !r->ac)
         return;
     struct pending *p = list_entry(r->pending.next, struct pending, link);
-    if (uv_now(r->loop) - p->sent_ms < (uint64_t)r->timeout_ms)
+    if (uv_now(r->loop) < p->deadline_ms)
         return;
     log_warn("%s: no reply from %s:%d within %lld ms; dropping the connection", r->name, r->url.host,
              r->url.port, (long long)r->timeout_ms);

@@ -30,11 +30,9 @@ Everything is torn down by pid and `ip netns del`, also when a test fails.
 """
 import json
 import os
-import random
 import shutil
 import signal
 import tempfile
-import threading
 import time
 
 import pytest
@@ -43,6 +41,7 @@ import conftest
 import netns
 import opsutil
 import rawhttp
+import shopload
 from redisserver import REDIS_SERVER, RespClient
 
 SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
@@ -349,76 +348,31 @@ def cluster():
 
 # --- the load ------------------------------------------------------------------
 
-class Load:
+class Load(shopload.PacedLoad):
     """Client threads in `cl`, each on its own keep-alive connection to the
     balancer, paced to `rate` requests a second: GETs of products and, every
     third request, a cart add for a (user, product) pair used once."""
 
     def __init__(self, cluster, tag, threads=4, rate=80):
-        self.cluster, self.tag, self.rate = cluster, tag, rate
-        self.stop_ev = threading.Event()
-        self.records = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
+        super().__init__(lambda: rawhttp.Conn(LB_PORT, host=LB_IP, timeout=10), self.request, tag, threads, rate,
+                         around=cluster.cl.entered)
+        self.tag = tag
 
-    def make(self, k, i, rng):
+    def request(self, i, k, rng):
         """The k-th request of thread i: (record, bytes)."""
         if k % 3 == 2:
             n = k // 3
-            user, pid, qty = "%s-t%d-%d" % (self.tag, i, n // PRODUCTS), n % PRODUCTS + 1, rng.randint(1, 9)
-            body = json.dumps({"productId": pid, "quantity": qty}).encode()
-            data = rawhttp.req("POST", "/api/cart/add", headers=[("User-Id", user),
-                                                                 ("Content-Type", "application/json"),
-                                                                 ("Content-Length", str(len(body)))], body=body)
-            rec = {"kind": "add", "user": user, "pid": pid, "qty": qty}
-        else:
-            data = rawhttp.get("/api/products/%d" % rng.randint(1, PRODUCTS))
-            rec = {"kind": "get"}
-        return rec, data
-
-    def run(self, i):
-        rng = random.Random("%s-%d" % (self.tag, i))
-        conn, k, period = None, 0, 1.0 / self.rate
-        with self.cluster.cl.entered():
-            while not self.stop_ev.is_set():
-                t_next = time.monotonic() + period
-                rec, data = self.make(k, i, rng)
-                rec["t0"] = time.monotonic()
-                try:
-                    if conn is None:
-                        conn = rawhttp.Conn(LB_PORT, host=LB_IP, timeout=10)
-                    conn.send(data)
-                    r = conn.read_response()
-                    rec.update(t1=time.monotonic(), status=r.status, body=r.body[:200])
-                    if r.header("Connection") == "close":
-                        conn.close()
-                        conn = None
-                except Exception as e:  # noqa: BLE001 - every client-visible failure is recorded
-                    rec.update(t1=time.monotonic(), status=None, err=repr(e)[:200])
-                    if conn:
-                        conn.close()
-                    conn = None
-                with self.lock:
-                    self.records.append(rec)
-                k += 1
-                time.sleep(max(0.0, t_next - time.monotonic()))
-        if conn:
-            conn.close()
+            return shopload.cart_add("%s-t%d-%d" % (self.tag, i, n // PRODUCTS), n % PRODUCTS + 1, rng.randint(1, 9))
+        return {"kind": "get"}, rawhttp.get("/api/products/%d" % rng.randint(1, PRODUCTS))
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        for t in self.threads:
-            t.start()
+        self.start()
         return self
 
     def __exit__(self, *exc):
-        self.stop_ev.set()
-        for t in self.threads:
-            t.join(30)
+        self.stop()
         self.t1 = time.monotonic()
-
-    def of(self, kind):
-        return [r for r in self.records if r["kind"] == kind]
 
 
 def summary(records):

@@ -197,8 +197,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
-/* Sends on whatever context there is, whatever the state (handshakes). */
-/* `block_ms`: how long the server may take on purpose (WAIT); replies to
+/* Sends on whatever context there is, whatever the state (handshakes).
+ * `block_ms`: how long the server may take on purpose (WAIT); replies to
  * the commands sent after it wait as long, so their deadlines move too. */
 static int send_argv_blocking(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc,
                               const char **argv, const size_t *argvlen, uint64_t block_ms)

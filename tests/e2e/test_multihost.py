@@ -23,9 +23,9 @@ every add answered 2xx:
    adds during the outage are 503, none answered 200 is lost;
 3. `cohort reload` on each app host in turn, under load: nothing fails.
 
-The figures each scenario measures are printed (pytest -s); when a test
-fails they are also in figures.json in the work directory, which is kept
-then. docs/scaling.md quotes them.
+The figures each scenario measures are printed (pytest -s) and written to
+figures.json in the work directory, which is kept only when the teardown
+finds a problem. docs/scaling.md quotes them.
 Everything is torn down by pid and `ip netns del`, also when a test fails.
 """
 import json

@@ -21,7 +21,7 @@ import pytest
 
 import conftest
 from conftest import Server, clean_env, cohort_bin, deep_merge, finish_all, free_port, pid_alive
-from rawhttp import Closed, Conn, exchange, get
+from rawhttp import Closed, Conn, exchange, get, wait_for  # noqa: F401 - wait_for for the ops tests
 
 TEST_BIN = os.environ.get("COHORT_TEST_BIN")
 _PRIVATE = {}
@@ -67,17 +67,6 @@ def cohort_test_bin():
     if not TEST_BIN or not os.access(TEST_BIN, os.X_OK):
         pytest.fail("COHORT_TEST_BIN is not set to build/cohort-test", pytrace=False)
     return _private_copy(TEST_BIN)
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 class OpsServer(Server):

@@ -293,7 +293,7 @@ def parse_http_date(s):
     return email.utils.parsedate_to_datetime(s).timestamp()
 
 
-def wait_for(pred, timeout, step=0.05):
+def wait_for(pred, timeout=5.0, step=0.05):
     """Polls pred until it returns something true or timeout seconds pass;
     returns pred's last answer."""
     deadline = time.monotonic() + timeout

@@ -13,22 +13,12 @@ import pytest
 
 import rawhttp
 from conftest import finish_all, make_server
-from rawhttp import Conn, exchange, get
+from rawhttp import Conn, exchange, get, wait_for
 
 ACCESS_FIELDS = ["time", "id", "method", "path", "route", "status", "bytes_in", "bytes_out", "duration_us",
                  "worker", "client", "user_agent", "upstream"]
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 GEN_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{2}-[0-9a-f]{10}$")
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def read_lines(path):

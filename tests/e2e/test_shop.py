@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import Server, finish_all, make_server
-from rawhttp import Conn, exchange, req
+from rawhttp import Conn, exchange, req, wait_for
 from redisserver import RedisServer
 
 TOKEN = "s3cret-token"
@@ -97,16 +97,6 @@ def counter(s, name):
         return row[0] if row else 0
     finally:
         db.close()
-
-
-def wait_for(pred, timeout=5.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 # --- products ---------------------------------------------------------------

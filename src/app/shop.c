@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app/shop_input.h"
 #include "cache/cache.h"
@@ -113,6 +114,7 @@ struct req {
     size_t ncounters;
     int outstanding;             /* a Redis cart write: replies still due (the command, its WAIT) */
     int acked;                   /* replicas that acknowledged it (WAIT) */
+    char idem[SHOP_IDEM_MAX + 1]; /* an add's Idempotency-Key, or "" */
 };
 
 /* A response-cache lookup and, on a miss, the capture of the answer. */
@@ -451,10 +453,24 @@ struct batch {
     struct req *ops[];
 };
 
+/* What an Idempotency-Key stands for: the same key with another add is an
+ * error, not a replay. */
+static void add_fingerprint(const struct req *q, char *out, size_t len)
+{
+    snprintf(out, len, "%lld:%lld", (long long)q->id, (long long)q->qty);
+}
+
 static int run_write(struct db_conn *c, struct req *q)
 {
     switch (q->kind) {
     case R_ADD:
+        if (q->idem[0]) {
+            char request[DB_IDEM_REQUEST_MAX + 1];
+            int replayed;
+            add_fingerprint(q, request, sizeof request);
+            return q->rc = db_cart_add_once(c, q->user, q->idem, request, q->id, q->qty, (int64_t)time(NULL),
+                                             &q->qty, &replayed);
+        }
         return q->rc = db_cart_add(c, q->user, q->id, q->qty, &q->qty);
     case R_REMOVE:
         return q->rc = db_cart_remove(c, q->user, q->id);
@@ -467,15 +483,16 @@ static int run_write(struct db_conn *c, struct req *q)
     }
 }
 
-/* One transaction for the whole batch. "No such product" is an answer,
- * not a failure; any other error rolls everything back. */
+/* One transaction for the whole batch. "No such product" and "that key
+ * was another add" are answers, not failures; any other error rolls
+ * everything back. */
 static void batch_work(struct db_conn *c, void *arg)
 {
     struct batch *b = arg;
     b->rc = db_begin(c);
     for (size_t i = 0; i < b->n && !b->rc; i++) {
         int rc = run_write(c, b->ops[i]);
-        if (rc && rc != -ENOENT) {
+        if (rc && rc != -ENOENT && rc != -EEXIST) {
             log_error("shop: SQLite write failed: %s", db_errmsg(c));
             b->rc = rc;
         }
@@ -496,6 +513,8 @@ static void write_answered(struct req *q)
     }
     if (q->rc == -ENOENT && q->kind == R_ADD) {
         reply_errorf(x, 404, "product %lld not found", (long long)q->id);
+    } else if (q->rc == -EEXIST) {
+        reply_error(x, 422, "Idempotency-Key was used for a different add", "Idempotency-Key");
     } else if (q->rc == -ENOENT) {
         reply_errorf(x, 404, "product %lld is not in the cart", (long long)q->id);
     } else if (q->rc) {
@@ -934,13 +953,54 @@ static void added(void *arg, redisReply *r)
     cart_step(q);
 }
 
-/* HINCRBY cart:<user> <productId> <qty> */
+/*
+ * An add with an Idempotency-Key, in one script: the first time, HINCRBY and
+ * remember "<fingerprint>=<quantity>" under idem:<user>:<key> for a day;
+ * again, only the remembered answer. Redis runs a script whole, and
+ * replicates and persists its effects together.
+ */
+static const char ADD_ONCE_LUA[] =
+    "local v = redis.call('GET', KEYS[2]) "
+    "if v then return v end "
+    "local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) "
+    "v = ARGV[4] .. '=' .. n "
+    "redis.call('SET', KEYS[2], v, 'EX', ARGV[3]) "
+    "return v";
+
+static void added_once(void *arg, redisReply *r)
+{
+    struct req *q = arg;
+    char fp[DB_IDEM_REQUEST_MAX + 1];
+    size_t n;
+    add_fingerprint(q, fp, sizeof fp);
+    n = strlen(fp);
+    if (!r || r->type != REDIS_REPLY_STRING) {
+        q->rc = -EIO;
+    } else if (r->len <= n || memcmp(r->str, fp, n) != 0 || r->str[n] != '=') {
+        q->rc = -EEXIST;
+    } else {
+        q->rc = 0;
+        q->qty = strtoll(r->str + n + 1, NULL, 10);
+    }
+    cart_step(q);
+}
+
+/* HINCRBY cart:<user> <productId> <qty>, or the script above. */
 static void redis_add(struct req *q)
 {
     char key[16 + SHOP_USER_MAX], id[24], qty[24];
     snprintf(key, sizeof key, "cart:%s", q->user);
     snprintf(id, sizeof id, "%lld", (long long)q->id);
     snprintf(qty, sizeof qty, "%lld", (long long)q->qty);
+    if (q->idem[0]) {
+        char ikey[16 + SHOP_USER_MAX + SHOP_IDEM_MAX], ttl[24], fp[DB_IDEM_REQUEST_MAX + 1];
+        snprintf(ikey, sizeof ikey, "idem:%s:%s", q->user, q->idem);
+        snprintf(ttl, sizeof ttl, "%d", DB_IDEM_TTL_S);
+        add_fingerprint(q, fp, sizeof fp);
+        const char *argv[] = {"EVAL", ADD_ONCE_LUA, "2", key, ikey, id, qty, ttl, fp};
+        redis_write(q, 9, argv, added_once);
+        return;
+    }
     const char *argv[] = {"HINCRBY", key, id, qty};
     redis_write(q, 4, argv, added);
 }
@@ -959,10 +1019,18 @@ static void cart_add_handle(struct http_exchange *x)
         reply_error(x, 400, err, field);
         return;
     }
+    size_t ilen = 0;
+    const char *iv = http_req_header(x, "Idempotency-Key", &ilen);
+    char idem[SHOP_IDEM_MAX + 1] = "";
+    if (iv && shop_parse_idem_key(iv, ilen, idem, err, sizeof err, &field) < 0) {
+        reply_error(x, 400, err, field);
+        return;
+    }
     struct req *q = req_new(s, x, R_ADD);
     if (!q)
         return;
     memcpy(q->user, user, sizeof user);
+    memcpy(q->idem, idem, sizeof idem);
     q->id = id;
     q->qty = qty;
     if (!s->redis) {

@@ -305,6 +305,23 @@ int shop_parse_user(const char *v, size_t n, char *out, char *err, size_t errlen
     return 0;
 }
 
+int shop_parse_idem_key(const char *v, size_t n, char *out, char *err, size_t errlen, const char **field)
+{
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+        v++;
+        n -= 2;
+    }
+    int ok = n >= 1 && n <= SHOP_IDEM_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)v[i]) || v[i] == '-' || v[i] == '_' || v[i] == '.' || v[i] == ':';
+    if (!ok)
+        return bad(err, errlen, field, "Idempotency-Key",
+                   "Idempotency-Key must be 1 to %d of the characters A-Z a-z 0-9 - _ . :", SHOP_IDEM_MAX);
+    memcpy(out, v, n);
+    out[n] = '\0';
+    return 0;
+}
+
 /* Whether a comma-separated list holds a token, case-insensitively. */
 static int has_token(const char *v, size_t n, const char *tok)
 {

@@ -20,6 +20,7 @@
 #define SHOP_PRICE_MAX 1000000000000LL /* smallest currency units */
 #define SHOP_STOCK_MAX 1000000000LL
 #define SHOP_USER_MAX 128
+#define SHOP_IDEM_MAX 64
 
 /* A positive integer id (1..SHOP_ID_MAX) in decimal; 0 or -EINVAL. */
 int shop_parse_id(const char *s, size_t n, int64_t *out);
@@ -52,6 +53,11 @@ int shop_parse_product_patch(const char *body, size_t len, struct db_product_pat
  * ASCII characters. Copies it, NUL-terminated, into out (SHOP_USER_MAX + 1
  * bytes). */
 int shop_parse_user(const char *v, size_t n, char *out, char *err, size_t errlen, const char **field);
+
+/* The Idempotency-Key header of a cart add: 1..64 of A-Z a-z 0-9 - _ . :,
+ * bare or in double quotes (a structured-field string). Copies it,
+ * NUL-terminated, into out (SHOP_IDEM_MAX + 1 bytes). */
+int shop_parse_idem_key(const char *v, size_t n, char *out, char *err, size_t errlen, const char **field);
 
 /* Whether a response header lets the response be cached: not Set-Cookie,
  * not Cache-Control with no-store or private. 1 or 0. */

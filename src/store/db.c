@@ -36,6 +36,9 @@ enum stmt_id {
     S_COUNTER_GET,
     S_COUNTER_ALL,
     S_COUNTER_CLEAR,
+    S_IDEM_GET,
+    S_IDEM_PUT,
+    S_IDEM_PRUNE,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -61,6 +64,10 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COUNTER_GET] = "SELECT count FROM request_counters WHERE name = ?1",
     [S_COUNTER_ALL] = "SELECT name, count FROM request_counters ORDER BY name",
     [S_COUNTER_CLEAR] = "DELETE FROM request_counters",
+    [S_IDEM_GET] = "SELECT request, quantity FROM idempotency_keys WHERE user = ?1 AND key = ?2 AND created > ?3",
+    [S_IDEM_PUT] = "INSERT OR REPLACE INTO idempotency_keys (user, key, request, quantity, created) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_IDEM_PRUNE] = "DELETE FROM idempotency_keys WHERE user = ?1 AND created <= ?2",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -92,6 +99,14 @@ static const char *const migrations[DB_SCHEMA_VERSION] = {
     "WITH RECURSIVE n(i) AS (SELECT 3 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)"
     "  INSERT INTO products (id, name, price, stock)"
     "  SELECT i, '商品' || i, 100 + (i * 37) % 900, i % 50 FROM n;",
+    /* 3: cart adds made once per Idempotency-Key (db_cart_add_once) */
+    "CREATE TABLE idempotency_keys ("
+    "  user TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  request TEXT NOT NULL,"
+    "  quantity INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  PRIMARY KEY (user, key)) WITHOUT ROWID;",
 };
 
 struct db_conn {
@@ -568,6 +583,56 @@ int db_cart_add(struct db_conn *c, const char *user, int64_t product_id, int64_t
     sqlite3_bind_int64(s, 2, product_id);
     sqlite3_bind_int64(s, 3, qty);
     return one_row(s, read_int, quantity);
+}
+
+struct idem_row {
+    char request[DB_IDEM_REQUEST_MAX + 1];
+    int64_t quantity;
+};
+
+static void read_idem(sqlite3_stmt *s, void *arg)
+{
+    struct idem_row *r = arg;
+    const unsigned char *t = sqlite3_column_text(s, 0);
+    snprintf(r->request, sizeof r->request, "%s", t ? (const char *)t : "");
+    r->quantity = sqlite3_column_int64(s, 1);
+}
+
+int db_cart_add_once(struct db_conn *c, const char *user, const char *key, const char *request, int64_t product_id,
+                     int64_t qty, int64_t now_s, int64_t *quantity, int *replayed)
+{
+    sqlite3_stmt *prune = stmt(c, S_IDEM_PRUNE), *get = stmt(c, S_IDEM_GET), *put = stmt(c, S_IDEM_PUT);
+    struct idem_row seen;
+    int rc;
+    *replayed = 0;
+    if (!prune || !get || !put)
+        return -EIO;
+    /* the user's expired keys go as the user makes new ones */
+    sqlite3_bind_text(prune, 1, user, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(prune, 2, now_s - DB_IDEM_TTL_S);
+    if ((rc = run(prune)) != 0)
+        return rc;
+    sqlite3_bind_text(get, 1, user, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(get, 2, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(get, 3, now_s - DB_IDEM_TTL_S);
+    rc = one_row(get, read_idem, &seen);
+    if (rc == 0) {
+        if (strcmp(seen.request, request) != 0)
+            return -EEXIST;
+        *quantity = seen.quantity;
+        *replayed = 1;
+        return 0;
+    }
+    if (rc != -ENOENT)
+        return rc;
+    if ((rc = db_cart_add(c, user, product_id, qty, quantity)) != 0)
+        return rc;
+    sqlite3_bind_text(put, 1, user, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(put, 2, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(put, 3, request, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(put, 4, *quantity);
+    sqlite3_bind_int64(put, 5, now_s);
+    return run(put);
 }
 
 int db_cart_remove(struct db_conn *c, const char *user, int64_t product_id)

@@ -32,7 +32,7 @@
 
 #define DB_NAME_MAX 200          /* bytes of a product name */
 #define DB_BUSY_TIMEOUT_MS 10000 /* how long a writer waits for the lock */
-#define DB_SCHEMA_VERSION 2      /* migrations built into this binary */
+#define DB_SCHEMA_VERSION 3      /* migrations built into this binary */
 #define DB_SEED_PRODUCTS 1000
 
 struct db;
@@ -119,6 +119,16 @@ void db_rollback(struct db_conn *c);
 /* Adds qty to the user's line for a product (an UPSERT); *quantity is the
  * line's new quantity. -ENOENT when the product does not exist. */
 int db_cart_add(struct db_conn *c, const char *user, int64_t product_id, int64_t qty, int64_t *quantity);
+/* db_cart_add, once per (user, key) for DB_IDEM_TTL_S seconds: `request`
+ * describes the add (at most DB_IDEM_REQUEST_MAX bytes); the same key with
+ * the same request again changes nothing and gives the quantity the first
+ * one left (*replayed = 1); with another request it is -EEXIST. A key is
+ * kept only for an add that was made (not after -ENOENT). Call it inside a
+ * write transaction. */
+#define DB_IDEM_TTL_S 86400
+#define DB_IDEM_REQUEST_MAX 64
+int db_cart_add_once(struct db_conn *c, const char *user, const char *key, const char *request, int64_t product_id,
+                     int64_t qty, int64_t now_s, int64_t *quantity, int *replayed);
 /* Removes a line; -ENOENT when there was none. */
 int db_cart_remove(struct db_conn *c, const char *user, int64_t product_id);
 /* Calls each() for every line of the user's cart in product order, joined

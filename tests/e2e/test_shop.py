@@ -274,6 +274,67 @@ def test_cart_add_unknown_product_and_bad_user(shop):
         {"items": [], "total": 0}, "a 404 add leaves no line"
 
 
+def keyed_add(s, user, key, body):
+    return call(s, "POST", "/api/cart/add", body, headers=[("User-Id", user), ("Idempotency-Key", key)])
+
+
+def line_qty(s, user, pid):
+    cart = ok_json(call(s, "GET", "/api/cart", headers=[("User-Id", user)]))
+    return {i["productId"]: i["quantity"] for i in cart["items"]}.get(pid)
+
+
+def test_cart_add_with_an_idempotency_key_is_made_once(shop):
+    user = "idem-" + shop.mode
+    first = ok_json(keyed_add(shop, user, "order-1", {"productId": 2, "quantity": 3}))
+    assert first == {"success": True, "productId": 2, "quantity": 3}
+    for key in ["order-1"] * 6 + ['"order-1"']:  # fresh connections: both workers see the key
+        assert ok_json(keyed_add(shop, user, key, {"productId": 2, "quantity": 3})) == first
+    assert line_qty(shop, user, 2) == 3, "made once"
+    bad(keyed_add(shop, user, "order-1", {"productId": 2, "quantity": 4}), "Idempotency-Key", status=422,
+        words="different add")
+    bad(keyed_add(shop, user, "order 1", {"productId": 2, "quantity": 4}), "Idempotency-Key")
+    assert line_qty(shop, user, 2) == 3, "neither a conflicting nor a malformed key adds"
+    assert ok_json(keyed_add(shop, user, "order-2", {"productId": 2, "quantity": 1}))["quantity"] == 4
+    assert ok_json(add(shop, user, {"productId": 2, "quantity": 1}))["quantity"] == 5, "no key: always added"
+    assert ok_json(keyed_add(shop, "other-" + shop.mode, "order-1", {"productId": 2, "quantity": 4}))["quantity"] \
+        == 4, "keys are per user"
+    ok_json(keyed_add(shop, user, "order-3", {"productId": 5000, "quantity": 1}), 404)
+    assert ok_json(keyed_add(shop, user, "order-3", {"productId": 1, "quantity": 2}))["quantity"] == 2, \
+        "a 404 keeps no key"
+    assert line_qty(shop, user, 2) == 5 and line_qty(shop, user, 1) == 2
+
+
+def test_an_add_retried_after_a_503_is_made_once(cohort, tmp_path):
+    """With redis.wait_replicas and no replica, an add is made on the primary
+    but answered 503 (its WAIT found no replica). A client that retries with
+    the same Idempotency-Key gets the same answer without a second add; once
+    a replica keeps up, the retry is answered 200 with the first add's
+    quantity."""
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = None
+    try:
+        cfg = shop_config(primary.url)
+        cfg["redis"].update({"wait_replicas": 1, "wait_timeout": "200ms"})
+        s = cohort(cfg)
+        user, body = "retry-503", {"productId": 1, "quantity": 7}
+        for _ in range(3):
+            r = keyed_add(s, user, "attempt-1", body)
+            assert r.status == 503, r
+        assert primary.call("HGET", "cart:" + user, "1") == b"7", "made once, on the primary"
+        replica = RedisServer(tmp_path / "replica").start()
+        assert replica.call("REPLICAOF", "127.0.0.1", str(primary.port)) == "OK"
+        # the replica's first sync waits for Redis's diskless-sync delay (5 s)
+        assert wait_for(lambda: all(keyed_add(s, user, "attempt-1", body).status == 200 for _ in range(4)), 20), \
+            "never 200 with a replica"
+        assert ok_json(keyed_add(s, user, "attempt-1", body)) == {"success": True, "productId": 1, "quantity": 7}
+        assert primary.call("HGET", "cart:" + user, "1") == b"7"
+        assert replica.call("HGET", "cart:" + user, "1") == b"7"
+    finally:
+        if replica:
+            replica.stop()
+        primary.stop()
+
+
 # --- health ---------------------------------------------------------------------
 
 def test_health_and_ready(shop):
@@ -412,6 +473,6 @@ def test_many_workers_start_on_a_new_store_at_once(cohort):
     db = sqlite3.connect(os.path.join(s.workdir, "data", "shop.db"))
     try:
         assert db.execute("SELECT count(*) FROM products").fetchone()[0] == 1000, "seeded once"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     finally:
         db.close()

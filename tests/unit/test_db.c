@@ -254,6 +254,46 @@ Test(db, cart_upsert_remove_and_read)
     db_close(db);
 }
 
+Test(db, cart_add_once_per_key)
+{
+    struct db *db = open_ok();
+    int rc, replayed = -1;
+    struct db_conn *c = db_acquire(db, &rc);
+    int64_t q = 0, now = 1000000;
+    cr_assert_eq(db_begin(c), 0);
+    cr_assert_eq(db_cart_add_once(c, "alice", "k1", "2:3", 2, 3, now, &q, &replayed), 0);
+    cr_assert_eq(q, 3);
+    cr_assert_eq(replayed, 0);
+    cr_assert_eq(db_cart_add(c, "alice", 2, 1, &q), 0);
+    cr_assert_eq(q, 4);
+    cr_assert_eq(db_cart_add_once(c, "alice", "k1", "2:3", 2, 3, now + 5, &q, &replayed), 0);
+    cr_assert_eq(q, 3, "the replay gives the first answer");
+    cr_assert_eq(replayed, 1);
+    cr_assert_eq(db_cart_add_once(c, "alice", "k1", "2:4", 2, 4, now + 5, &q, &replayed), -EEXIST,
+                 "the key with another add");
+    cr_assert_eq(db_cart_add_once(c, "bob", "k1", "2:4", 2, 4, now + 5, &q, &replayed), 0, "keys are per user");
+    cr_assert_eq(replayed, 0);
+    cr_assert_eq(db_cart_add_once(c, "alice", "k2", "424242:1", 424242, 1, now, &q, &replayed), -ENOENT);
+    cr_assert_eq(db_cart_add_once(c, "alice", "k2", "1:1", 1, 1, now, &q, &replayed), 0,
+                 "no key kept for an add that was not made");
+    cr_assert_eq(replayed, 0);
+    cr_assert_eq(db_commit(c), 0);
+
+    struct lines ls = {0};
+    cr_assert_eq(db_cart_get(c, "alice", collect, &ls), 0);
+    cr_assert_eq(ls.n, 2);
+    cr_assert_eq(ls.qty[1], 4, "product 2: 3 once, then 1 without a key");
+
+    /* a day later the key is forgotten (and pruned): the add is made again */
+    cr_assert_eq(db_begin(c), 0);
+    cr_assert_eq(db_cart_add_once(c, "alice", "k1", "2:3", 2, 3, now + DB_IDEM_TTL_S, &q, &replayed), 0);
+    cr_assert_eq(replayed, 0);
+    cr_assert_eq(q, 7);
+    cr_assert_eq(db_commit(c), 0);
+    db_release(db, c);
+    db_close(db);
+}
+
 /* Four processes add to the same line, one transaction per add: the total
  * is exact (the write lock serialises them; busy_timeout makes them wait). */
 Test(db, concurrent_adds_lose_no_increment, .timeout = 60)

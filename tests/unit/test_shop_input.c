@@ -162,6 +162,29 @@ Test(shop_input, user_id)
     cr_assert_eq(shop_parse_user(long_id, SHOP_USER_MAX + 1, out, err, sizeof err, &field), -EINVAL);
 }
 
+Test(shop_input, idempotency_key)
+{
+    char out[SHOP_IDEM_MAX + 1], longer[SHOP_IDEM_MAX + 3];
+    cr_assert_eq(shop_parse_idem_key("a1-B_2.c:3", 10, out, err, sizeof err, &field), 0);
+    cr_assert_str_eq(out, "a1-B_2.c:3");
+    cr_assert_eq(shop_parse_idem_key("\"k7\"", 4, out, err, sizeof err, &field), 0);
+    cr_assert_str_eq(out, "k7", "a structured-field string loses its quotes");
+    const char *bad_keys[] = {"", "\"\"", "a b", "k/1", "\"k", "k\x80", "k\""};
+    for (size_t i = 0; i < sizeof bad_keys / sizeof *bad_keys; i++) {
+        field = NULL;
+        cr_assert_eq(shop_parse_idem_key(bad_keys[i], strlen(bad_keys[i]), out, err, sizeof err, &field), -EINVAL,
+                     "%s was accepted", bad_keys[i]);
+        cr_assert_str_eq(field, "Idempotency-Key");
+    }
+    memset(longer, 'k', sizeof longer);
+    cr_assert_eq(shop_parse_idem_key(longer, SHOP_IDEM_MAX, out, err, sizeof err, &field), 0);
+    cr_assert_eq(strlen(out), SHOP_IDEM_MAX);
+    cr_assert_eq(shop_parse_idem_key(longer, SHOP_IDEM_MAX + 1, out, err, sizeof err, &field), -EINVAL);
+    longer[0] = longer[SHOP_IDEM_MAX + 1] = '"';
+    cr_assert_eq(shop_parse_idem_key(longer, SHOP_IDEM_MAX + 2, out, err, sizeof err, &field), 0,
+                 "64 characters in quotes");
+}
+
 Test(shop_input, cacheable_headers)
 {
     cr_assert_eq(shop_header_cacheable("Set-Cookie", "a=b", 3), 0);

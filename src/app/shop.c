@@ -955,7 +955,8 @@ static void added(void *arg, redisReply *r)
 
 /*
  * An add with an Idempotency-Key, in one script: the first time, HINCRBY and
- * remember "<fingerprint>=<quantity>" under idem:<user>:<key> for a day;
+ * remember "<fingerprint>=<quantity>" under idem:<length of user>:<user>:<key>
+ * for a day;
  * again, only the remembered answer. Redis runs a script whole, and
  * replicates and persists its effects together.
  */
@@ -993,8 +994,9 @@ static void redis_add(struct req *q)
     snprintf(id, sizeof id, "%lld", (long long)q->id);
     snprintf(qty, sizeof qty, "%lld", (long long)q->qty);
     if (q->idem[0]) {
-        char ikey[16 + SHOP_USER_MAX + SHOP_IDEM_MAX], ttl[24], fp[DB_IDEM_REQUEST_MAX + 1];
-        snprintf(ikey, sizeof ikey, "idem:%s:%s", q->user, q->idem);
+        char ikey[32 + SHOP_USER_MAX + SHOP_IDEM_MAX], ttl[24], fp[DB_IDEM_REQUEST_MAX + 1];
+        /* the user's length first: a User-Id may hold ':' too */
+        snprintf(ikey, sizeof ikey, "idem:%zu:%s:%s", strlen(q->user), q->user, q->idem);
         snprintf(ttl, sizeof ttl, "%d", DB_IDEM_TTL_S);
         add_fingerprint(q, fp, sizeof fp);
         const char *argv[] = {"EVAL", ADD_ONCE_LUA, "2", key, ikey, id, qty, ttl, fp};

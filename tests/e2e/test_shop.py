@@ -302,6 +302,10 @@ def test_cart_add_with_an_idempotency_key_is_made_once(shop):
     assert ok_json(keyed_add(shop, user, "order-3", {"productId": 1, "quantity": 2}))["quantity"] == 2, \
         "a 404 keeps no key"
     assert line_qty(shop, user, 2) == 5 and line_qty(shop, user, 1) == 2
+    # User-Id and key may both hold ':': ("a:b", "c") and ("a", "b:c") are two keys
+    assert ok_json(keyed_add(shop, "colon:b", "c", {"productId": 1, "quantity": 1}))["quantity"] == 1
+    assert ok_json(keyed_add(shop, "colon", "b:c", {"productId": 1, "quantity": 1}))["quantity"] == 1
+    assert line_qty(shop, "colon", 1) == 1 and line_qty(shop, "colon:b", 1) == 1
 
 
 def test_an_add_retried_after_a_503_is_made_once(cohort, tmp_path):

@@ -292,6 +292,22 @@ Test(db, cart_add_once_per_key)
     cr_assert_eq(db_commit(c), 0);
     db_release(db, c);
     db_close(db);
+
+    /* every expired key went, whoever's it was; bob's, 5 s younger, stays */
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(h, "SELECT user, key, created FROM idempotency_keys ORDER BY user", -1, &st,
+                                    NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "alice");
+    cr_assert_eq(sqlite3_column_int64(st, 2), now + DB_IDEM_TTL_S);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "bob");
+    cr_assert_eq(sqlite3_column_int64(st, 2), now + 5);
+    cr_assert_eq(sqlite3_step(st), SQLITE_DONE, "alice's k2 of the first day was pruned");
+    sqlite3_finalize(st);
+    sqlite3_close(h);
 }
 
 /* Four processes add to the same line, one transaction per add: the total

@@ -40,7 +40,7 @@ $(BUILD)/obj/%.o: %.c Makefile VERSION
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DCOHORT_VERSION='"$(VERSION)"' -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBOBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(LIBOBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS) -lcriterion
 

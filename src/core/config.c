@@ -82,7 +82,6 @@ static const char *check_file_path(const char *in, const char **out);
 
 static const char *check_log_target(const char *in, const char **out);
 static const char *check_redis_url(const char *in, const char **out);
-static const char *check_master_name(const char *in, const char **out);
 static const char *check_token(const char *in, const char **out);
 static const char *check_group_name(const char *in, const char **out);
 static const char *check_address(const char *in, const char **out);
@@ -211,7 +210,7 @@ static const struct key keys[] = {
      .desc = "Redis Sentinels to ask for the primary (docs/scaling.md); then redis.url gives only the "
              "password and database."},
     {.name = "redis.master_name", .type = T_STRING, .store = S_STR, .off = TOP(redis.master_name),
-     .check = check_master_name, .def = "mymaster", .flags = F_RELOAD, .bounds = "printable, no spaces",
+     .check = check_token, .def = "mymaster", .flags = F_RELOAD, .bounds = "printable, no spaces",
      .desc = "The name the Sentinels monitor the primary under."},
     {.name = "redis.wait_replicas", .type = T_INT, .store = S_INT, .off = TOP(redis.wait_replicas), .min = 0,
      .max = 100, .def = "0", .flags = F_RELOAD,
@@ -402,17 +401,6 @@ static const char *check_redis_url(const char *in, const char **out)
     const char *host = strrchr(in + 8, '@');
     host = host ? host + 1 : in + 8;
     return *host && *host != '/' && *host != ':' ? NULL : "names no host";
-}
-
-static const char *check_master_name(const char *in, const char **out)
-{
-    *out = in;
-    if (!*in)
-        return "must not be empty";
-    for (const char *p = in; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f)
-            return "must be printable, without spaces";
-    return NULL;
 }
 
 static const char *check_token(const char *in, const char **out)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cache/redis.h"
+#include "testnet.h"
 
 Test(redis_url, forms)
 {
@@ -46,17 +47,6 @@ Test(redis_url, forms)
 static pid_t redis_pid;
 static int redis_port;
 static char dir[64];
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t n = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &n);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static int can_connect(void)
 {

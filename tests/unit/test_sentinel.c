@@ -21,19 +21,9 @@
 
 #include "cache/redis.h"
 #include "cache/sentinel.h"
+#include "testnet.h"
 
 static char dir[64];
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t n = sizeof a;
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    getsockname(fd, (struct sockaddr *)&a, &n);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static redisContext *sync_to(int port)
 {
@@ -406,6 +396,14 @@ static void open_probe(struct probe *p, const char *sentinels, int direct_port, 
     cr_assert_not_null(p->r, "%s", err);
 }
 
+/* open_probe through the fake Sentinel alone. */
+static void open_probe_via_fake(struct probe *p)
+{
+    char list[32];
+    snprintf(list, sizeof list, "127.0.0.1:%d", fake.port);
+    open_probe(p, list, 0, 0);
+}
+
 static void closed(void *arg)
 {
     (*(int *)arg)++;
@@ -467,13 +465,11 @@ Test(sentinel, a_real_sentinel_names_the_primary_and_a_dead_one_is_skipped)
 Test(sentinel, a_replica_named_as_primary_is_never_used)
 {
     struct probe p = {0};
-    char list[64];
     start_redis(&a, 0);
     start_redis(&b, a.port);
     wait_synced(a.port);
     fake_start(b.port); /* a stale answer: the replica */
-    snprintf(list, sizeof list, "127.0.0.1:%d", fake.port);
-    open_probe(&p, list, 0, 0);
+    open_probe_via_fake(&p);
     run_until(&p, never, 800);
     cr_assert_eq(p.ups, 0, "came up on a replica");
     cr_assert_geq(fake.asked, 2, "asked again after the ROLE check: %d", fake.asked);
@@ -488,12 +484,10 @@ Test(sentinel, a_replica_named_as_primary_is_never_used)
 Test(sentinel, switch_master_moves_the_connection)
 {
     struct probe p = {0};
-    char list[64];
     start_redis(&a, 0);
     start_redis(&b, 0);
     fake_start(a.port);
-    snprintf(list, sizeof list, "127.0.0.1:%d", fake.port);
-    open_probe(&p, list, 0, 0);
+    open_probe_via_fake(&p);
     cr_assert(run_until(&p, is_up, 5000));
     for (int i = 0; i < 200 && fake_subscribers() < 1; i++)
         run_until(&p, never, 10);
@@ -512,12 +506,11 @@ Test(sentinel, switch_master_moves_the_connection)
 Test(sentinel, readonly_drops_the_connection_and_asks_again)
 {
     struct probe p = {0};
-    char list[64], of[32];
+    char of[32];
     start_redis(&a, 0);
     start_redis(&b, 0);
     fake_start(a.port);
-    snprintf(list, sizeof list, "127.0.0.1:%d", fake.port);
-    open_probe(&p, list, 0, 0);
+    open_probe_via_fake(&p);
     cr_assert(run_until(&p, is_up, 5000));
     /* a demoted primary, no announcement: only the write tells */
     snprintf(of, sizeof of, "%d", b.port);
@@ -535,11 +528,9 @@ Test(sentinel, readonly_drops_the_connection_and_asks_again)
 Test(sentinel, no_sentinel_answers_then_one_does)
 {
     struct probe p = {0};
-    char list[64];
     start_redis(&a, 0);
     fake_start(0); /* knows no primary by that name */
-    snprintf(list, sizeof list, "127.0.0.1:%d", fake.port);
-    open_probe(&p, list, 0, 0);
+    open_probe_via_fake(&p);
     run_until(&p, never, 500);
     cr_assert_eq(p.ups, 0);
     cr_assert_geq(fake.asked, 2, "asked again with the backoff: %d", fake.asked);

@@ -58,6 +58,18 @@ def clean_env(extra=None):
     return env
 
 
+def rss_kib(pid):
+    """A process's resident memory (VmRSS) in KiB; None once it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
 def pid_alive(pid):
     """True while the process exists and is not a zombie."""
     try:

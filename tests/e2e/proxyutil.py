@@ -150,14 +150,6 @@ SMALL_QUARANTINE = {"ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_
                                                            "thread_local_quarantine_size_kb=64"]))}
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def cohort_backend(cohort, workers=1, port=None):
     """A `cohort serve` backend (the application server: GET /, /health, ...)."""
     over = {"log": {"stats_interval": "0s"}}

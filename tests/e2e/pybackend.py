@@ -47,6 +47,16 @@ async def respond(w, status, body=b"", ctype="text/plain", extra=(), head=False)
     await w.drain()
 
 
+async def hash_bytes(r, h, left):
+    """Feeds the next `left` bytes of r to h as they arrive."""
+    while left:
+        chunk = await r.read(min(left, 1 << 20))
+        if not chunk:
+            raise ConnectionError("body cut short")
+        h.update(chunk)
+        left -= len(chunk)
+
+
 async def read_body(r, headers):
     """Reads a request body as it arrives; returns (count, sha256 hex)."""
     h = hashlib.sha256()
@@ -60,24 +70,12 @@ async def read_body(r, headers):
                 while (await r.readline()) not in (b"\r\n", b"\n", b""):
                     pass
                 break
-            left = size
-            while left:
-                chunk = await r.read(min(left, 1 << 20))
-                if not chunk:
-                    raise ConnectionError("body cut short")
-                h.update(chunk)
-                n += len(chunk)
-                left -= len(chunk)
+            await hash_bytes(r, h, size)
+            n += size
             await r.readexactly(2)
     else:
-        left = int(headers.get("content-length", "0"))
-        while left:
-            chunk = await r.read(min(left, 1 << 20))
-            if not chunk:
-                raise ConnectionError("body cut short")
-            h.update(chunk)
-            n += len(chunk)
-            left -= len(chunk)
+        n = int(headers.get("content-length", "0"))
+        await hash_bytes(r, h, n)
     return n, h.hexdigest()
 
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import rss_kib
 from rawhttp import Closed, Conn, assert_json_error, exchange, get, parse_http_date, req, wait_for
 
 
@@ -363,14 +364,6 @@ def test_date_header_is_current(srv):
         b = parse_http_date(r.header("Date"))
     assert b - a == 1, "two responses 0.9 s apart, in consecutive seconds, have Dates %d s apart" % (b - a)
     assert now - b < 1.25, "Date lagged the clock by %.2f s" % (now - b)
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def sanitized(pid):

@@ -9,7 +9,8 @@ import threading
 import time
 
 import rawhttp
-from proxyutil import SMALL_QUARANTINE, balancer, group, pybackend, rss_kib  # noqa: F401 (fixtures)
+from conftest import rss_kib
+from proxyutil import SMALL_QUARANTINE, balancer, group, pybackend  # noqa: F401 (fixtures)
 
 MIB = 1 << 20
 SIZE = int(os.environ.get("PROXY_STREAM_MIB", "256")) * MIB

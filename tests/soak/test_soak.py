@@ -62,17 +62,6 @@ RSS_MAX_KB = 32 * 1024   # no worker that was not made to leak goes above
 EVENTS = (("kill", 2), ("redis", 2), ("recycle", 1), ("reload", 1))
 
 
-def rss_kb(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
-
-
 def median(v):
     v = sorted(v)
     return v[len(v) // 2] if v else 0
@@ -133,7 +122,7 @@ class Sampler:
 
     def __init__(self, srv):
         self.srv = srv
-        self.samples = {}  # pid -> [(t, rss_kb)]
+        self.samples = {}  # pid -> [(t, KiB)]
         self.first_seen = {}
         self.stop_ev = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -142,7 +131,7 @@ class Sampler:
         while not self.stop_ev.is_set():
             now = time.monotonic()
             for pid in [self.srv.pid] + self.srv.workers():
-                kb = rss_kb(pid)
+                kb = conftest.rss_kib(pid)
                 if kb is not None:
                     self.first_seen.setdefault(pid, now)
                     self.samples.setdefault(pid, []).append((now, kb))

@@ -5,18 +5,9 @@
 #   bench/run-hello.sh [ROUNDS] [SECONDS]
 # Needs the peers (scripts/deps.sh bench installs them) and ../shared.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(dirname "$here")
-shared=${SHARED:-$top/../shared}
-abab="python3 $shared/bench/abab"
+. "$(dirname "$0")/common.sh"
 rounds=${1:-3} secs=${2:-5}
-"$top/scripts/deps.sh" bench   # the peers and wrk, when missing
-[ -x "$top/build/cohort" ] || make -C "$top" all >/dev/null
-bin=$top/build/cohort
 run=$(mktemp -d /tmp/cohort-bench-XXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
 # The engine alone, as the peers are: GET / answered by the hello handler,
 # without the shop (which also counts every request into its store).
@@ -30,9 +21,7 @@ pids+=($!); cpid=$!
 npid=$("$shared/peers/start" nginx-hello 3301); pids+=("$npid")
 hpid=$("$shared/peers/start" h2o-hello 3302); pids+=("$hpid")
 opid=$("$shared/peers/start" node-hello 3303 2); pids+=("$opid")
-for port in 3300; do
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
+wait_port 3300
 
 echo "== GET / keep-alive, -c 64, $rounds rounds of $secs s"
 $abab -r "$rounds" -d "$secs" -c 64 \

@@ -6,18 +6,10 @@
 # the measure; the ratio "on / off" of each server is the cost of its log.
 #   bench/run-logging.sh [ROUNDS] [SECONDS]
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(dirname "$here")
-shared=${SHARED:-$top/../shared}
-abab="python3 $shared/bench/abab"
+. "$(dirname "$0")/common.sh"
 rounds=${1:-3} secs=${2:-5}
-"$top/scripts/deps.sh" bench
-[ -x "$top/build/cohort" ] || make -C "$top" all >/dev/null
-bin=$top/build/cohort
 run=$(mktemp -d /tmp/cohort-bench-log-XXXX); chmod 755 "$run"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -f "$run"/*.log; }
-trap cleanup EXIT
+trap 'cleanup; rm -f "$run"/*.log' EXIT
 
 for mode in off on; do
   port=$([ $mode = off ] && echo 3320 || echo 3321)
@@ -56,9 +48,7 @@ nginx_conf 3322 "access_log off;"
 noff=${pids[-1]}
 nginx_conf 3323 "access_log $run/nginx-access.log cohort buffer=64k flush=100ms;"
 non=${pids[-1]}
-for port in 3320 3321 3322 3323; do
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
+for port in 3320 3321 3322 3323; do wait_port $port; done
 
 echo "== GET / keep-alive, -c 64, $rounds rounds of $secs s: access log off and on"
 $abab -r "$rounds" -d "$secs" -c 64 \

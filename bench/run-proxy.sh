@@ -8,20 +8,10 @@
 #   bench/run-proxy.sh [ROUNDS] [SECONDS]
 # Needs the peers (scripts/deps.sh bench installs them) and ../shared.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(dirname "$here")
-shared=${SHARED:-$top/../shared}
-abab="python3 $shared/bench/abab"
+. "$(dirname "$0")/common.sh"
 rounds=${1:-5} secs=${2:-5}
-"$top/scripts/deps.sh" bench   # the peers and wrk, when missing
-[ -x "$top/build/cohort" ] || make -C "$top" all >/dev/null
-bin=$top/build/cohort
 run=$(mktemp -d /tmp/cohort-bench-proxy-XXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 b1=$("$shared/peers/start" nginx-hello 3401); pids+=("$b1")
 b2=$("$shared/peers/start" nginx-hello 3402); pids+=("$b2")

@@ -4,15 +4,8 @@
 # (`cohort reload`), then nginx (HUP), the way the issue measured them.
 #   bench/run-reload.sh
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(dirname "$here")
-shared=${SHARED:-$top/../shared}
-"$top/scripts/deps.sh" bench
-[ -x "$top/build/cohort" ] || make -C "$top" all >/dev/null
+. "$(dirname "$0")/common.sh"
 run=$(mktemp -d /tmp/cohort-reload-XXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-wait_port() { for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; }
 load() { # PORT RELOAD-COMMAND...
   local port=$1; shift
   wrk -t1 -c32 -d8s "http://127.0.0.1:$port/" > "$run/wrk.out" &

@@ -7,15 +7,9 @@
 # standard deviation as a share of the mean.
 #   bench/run-schedule.sh [ROUNDS] [SECONDS]
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(dirname "$here")
-shared=${SHARED:-$top/../shared}
+. "$(dirname "$0")/common.sh"
 rounds=${1:-3} secs=${2:-5}
-"$top/scripts/deps.sh" bench   # the peers and wrk, when missing
-[ -x "$top/build/cohort" ] || make -C "$top" all >/dev/null
 run=$(mktemp -d /tmp/cohort-sched-XXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 modes=(reuseport shared round_robin least_loaded)
 declare -A port master
 p=3310
@@ -25,7 +19,7 @@ for m in "${modes[@]}"; do
     "$p" "$m" "$run" "$m" "$run" "$m" > "$run/$m.json"
   "$top/build/cohort" serve -c "$run/$m.json" 2>"$run/$m.log" &
   pids+=($!); master[$m]=$!
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
+  wait_port $p
   p=$((p + 1))
 done
 printf 'wrk.headers["Connection"] = "close"\n' > "$run/close.lua"

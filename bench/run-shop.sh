@@ -10,19 +10,9 @@
 # Starts its own redis-server (no persistence) on a free port; stops
 # everything it started by pid.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(dirname "$here")
-shared=${SHARED:-$top/../shared}
-abab="python3 $shared/bench/abab"
+. "$(dirname "$0")/common.sh"
 rounds=${1:-3} secs=${2:-5} conns=${3:-64}
-"$top/scripts/deps.sh" bench   # the peers, wrk and redis-server, when missing
-[ -x "$top/build/cohort" ] || make -C "$top" all >/dev/null
-bin=$top/build/cohort
 run=$(mktemp -d /tmp/cohort-shop-bench-XXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 rport=3390
 redis-server --port $rport --bind 127.0.0.1 --dir "$run" --save '' --appendonly no --logfile "$run/redis.log" &

@@ -268,11 +268,24 @@ struct balance_opts {
     int n;
 };
 
+/* One override per key (a repeated flag: the last one wins), so the keys
+ * this file sets, fewer than 15, always fit. */
 static void balance_override(struct balance_opts *b, const char *key, const char *value)
 {
     char *s = NULL;
-    if (asprintf(&s, "%s=%s", key, value) >= 0 && b->n < 15)
+    size_t klen = strlen(key);
+    if (asprintf(&s, "%s=%s", key, value) < 0)
+        return;
+    for (int i = 0; i < b->n; i++)
+        if (strncmp(b->ov[i], key, klen) == 0 && b->ov[i][klen] == '=') {
+            free((char *)b->ov[i]);
+            b->ov[i] = s;
+            return;
+        }
+    if (b->n < 15)
         b->ov[b->n++] = s; /* kept for the master's life: a reload reads them again */
+    else
+        free(s);
 }
 
 /* --hash client | header:NAME | cookie:NAME */

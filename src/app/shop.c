@@ -956,9 +956,8 @@ static void added(void *arg, redisReply *r)
 /*
  * An add with an Idempotency-Key, in one script: the first time, HINCRBY and
  * remember "<fingerprint>=<quantity>" under idem:<length of user>:<user>:<key>
- * for a day;
- * again, only the remembered answer. Redis runs a script whole, and
- * replicates and persists its effects together.
+ * for a day; again, only the remembered answer. Redis runs a script whole,
+ * and replicates and persists its effects together.
  */
 static const char ADD_ONCE_LUA[] =
     "local v = redis.call('GET', KEYS[2]) "

@@ -247,24 +247,12 @@ size_t cache_redis_pending(const struct cache_redis *r)
 
 /* --- WAIT -------------------------------------------------------------- */
 
-/* Moves every node of src (left empty) to the empty list dst. */
-static void take_all(struct list_node *dst, struct list_node *src)
-{
-    list_init(dst);
-    if (list_empty(src))
-        return;
-    dst->next = src->next;
-    dst->prev = src->prev;
-    dst->next->prev = dst->prev->next = dst;
-    list_init(src);
-}
-
 /* Hands `acked` to every waiter of the list (emptied first: a callback may
  * wait again). */
 static void answer_waiters(struct list_node *head, int acked)
 {
     struct list_node now;
-    take_all(&now, head);
+    list_take_all(&now, head);
     while (!list_empty(&now)) {
         struct waiter *w = list_entry(now.next, struct waiter, link);
         list_unlink(&w->link);
@@ -316,7 +304,7 @@ static int send_wait(struct cache_redis *r)
         free(b);
         return rc;
     }
-    take_all(&b->waiters, &r->waiters);
+    list_take_all(&b->waiters, &r->waiters);
     r->wait_out = 1;
     return 0;
 }

@@ -71,13 +71,7 @@ static void kick_soon(struct cache_sentinel *s)
 static void deliver(struct cache_sentinel *s, int status, const char *host, int port)
 {
     struct list_node now;
-    list_init(&now);
-    if (!list_empty(&s->asks)) {
-        now.next = s->asks.next;
-        now.prev = s->asks.prev;
-        now.next->prev = now.prev->next = &now;
-        list_init(&s->asks);
-    }
+    list_take_all(&now, &s->asks);
     while (!list_empty(&now)) {
         struct cache_sentinel_ask *a = list_entry(now.next, struct cache_sentinel_ask, link);
         list_unlink(&a->link);
@@ -132,14 +126,16 @@ static void on_answer(void *arg, redisReply *rep)
     s->querying = 0;
     if (s->closing)
         return;
-    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
-        rep->element[0]->type == REDIS_REPLY_STRING && rep->element[0]->len > 0 && parse_port(rep->element[1])) {
+    int port = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+                       rep->element[0]->type == REDIS_REPLY_STRING && rep->element[0]->len > 0
+                   ? parse_port(rep->element[1])
+                   : 0;
+    if (port) {
         if (s->warned)
-            log_info("redis sentinel: %s names %s:%s as the primary", s->addrs[s->cur], rep->element[0]->str,
-                     rep->element[1]->str);
+            log_info("redis sentinel: %s names %s:%d as the primary", s->addrs[s->cur], rep->element[0]->str, port);
         s->warned = 0;
         s->tried = 0;
-        deliver(s, 0, rep->element[0]->str, parse_port(rep->element[1]));
+        deliver(s, 0, rep->element[0]->str, port);
         return;
     }
     /* closing q from inside its own reply is left to the next iteration */

@@ -40,4 +40,17 @@ static inline void list_append(struct list_node *head, struct list_node *n)
     head->prev = n;
 }
 
+/* Moves every node of src, in order, to dst (initialised here); src is left
+ * empty. For handing a list to callbacks that may add to src again. */
+static inline void list_take_all(struct list_node *dst, struct list_node *src)
+{
+    list_init(dst);
+    if (list_empty(src))
+        return;
+    dst->next = src->next;
+    dst->prev = src->prev;
+    dst->next->prev = dst->prev->next = dst;
+    list_init(src);
+}
+
 #endif

@@ -343,27 +343,11 @@ void http_begin(struct http_exchange *x, int status)
     OUT_LIT(c, "\r\n");
 }
 
-void http_header(struct http_exchange *x, const char *name, const char *value, size_t value_len)
+/* "name: value\r\n" in one piece of the output buffer. */
+static void header_out(struct http_exchange *x, const char *name, size_t name_len, const char *value,
+                       size_t value_len)
 {
     struct http_conn *c = x->conn;
-    if (x->tap)
-        x->tap(x, HTTP_TAP_HEADER, name, value, value_len);
-    if (!c)
-        return;
-    out_str(c, name);
-    OUT_LIT(c, ": ");
-    out_append(c, value, value_len);
-    OUT_LIT(c, "\r\n");
-}
-
-void http_header_n(struct http_exchange *x, const char *name, size_t name_len, const char *value, size_t value_len)
-{
-    struct http_conn *c = x->conn;
-    if (x->tap) {
-        char n[256];
-        snprintf(n, sizeof(n), "%.*s", (int)name_len, name);
-        x->tap(x, HTTP_TAP_HEADER, n, value, value_len);
-    }
     if (!c)
         return;
     char *dst = out_reserve(c, name_len + value_len + 4);
@@ -379,6 +363,23 @@ void http_header_n(struct http_exchange *x, const char *name, size_t name_len, c
     dst[name_len + 3 + value_len] = '\n';
     c->out->len += name_len + value_len + 4;
     x->bytes_out += name_len + value_len + 4;
+}
+
+void http_header(struct http_exchange *x, const char *name, const char *value, size_t value_len)
+{
+    if (x->tap)
+        x->tap(x, HTTP_TAP_HEADER, name, value, value_len);
+    header_out(x, name, strlen(name), value, value_len);
+}
+
+void http_header_n(struct http_exchange *x, const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    if (x->tap) {
+        char n[256];
+        snprintf(n, sizeof(n), "%.*s", (int)name_len, name);
+        x->tap(x, HTTP_TAP_HEADER, n, value, value_len);
+    }
+    header_out(x, name, name_len, value, value_len);
 }
 
 /* Connection handling fields and the blank line that ends the head. */

@@ -527,19 +527,19 @@ static void on_worker_msg(void *arg, const struct ipc_header *h, const char *pay
     }
 }
 
+static void upstream_send_one(void *arg, const void *msg, size_t len)
+{
+    struct wproc *p = arg;
+    if (ipc_send((uv_stream_t *)&p->ipc, IPC_UPSTREAM_STATE, (uint16_t)p->slot->id, msg, (uint32_t)len) < 0)
+        log_warn("worker %d (pid %d) is not reading its channel: upstream state dropped", p->slot->id, p->pid);
+}
+
 /* Upstream state changes reach every worker (proxy/health.h). */
 static void upstream_broadcast(void *arg, const void *msg, size_t len)
 {
     struct master *m = arg;
     for (struct wproc *p = m->procs; p; p = p->next)
-        if (ipc_send((uv_stream_t *)&p->ipc, IPC_UPSTREAM_STATE, (uint16_t)p->slot->id, msg, (uint32_t)len) < 0)
-            log_warn("worker %d (pid %d) is not reading its channel: upstream state dropped", p->slot->id, p->pid);
-}
-
-static void upstream_send_one(void *arg, const void *msg, size_t len)
-{
-    struct wproc *p = arg;
-    ipc_send((uv_stream_t *)&p->ipc, IPC_UPSTREAM_STATE, (uint16_t)p->slot->id, msg, (uint32_t)len);
+        upstream_send_one(p, msg, len);
 }
 
 static void ipc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)

@@ -294,7 +294,8 @@ def test_no_torn_lines_with_two_workers_under_load(cohort):
 
 
 def test_sigusr1_reopens_moved_logs(cohort, tmp_path):
-    srv = cohort({"log": {"access": "access.log", "error": "error.log"}}, ready=False)
+    # debug: each worker says when it has reopened ("SIGUSR1: logs reopened")
+    srv = cohort({"log": {"access": "access.log", "error": "error.log", "level": "debug"}}, ready=False)
     err = os.path.join(srv.workdir, "error.log")
     assert wait_for(lambda: "serving http://" in open(err).read() if os.path.exists(err) else False, 20), srv.log()
     log = os.path.join(srv.workdir, "access.log")
@@ -306,7 +307,8 @@ def test_sigusr1_reopens_moved_logs(cohort, tmp_path):
     time.sleep(0.3)  # flushed to the moved file: its descriptor is still open
     srv.signal(signal.SIGUSR1)
     assert wait_for(lambda: os.path.exists(err), 3), "the master did not reopen error.log"
-    # the workers reopen on the signal the master passes on
+    # the workers reopen on the signal the master passes on, a moment later
+    assert wait_for(lambda: open(err).read().count("SIGUSR1: logs reopened") == 2, 5), open(err).read()
     ok = wait_for(lambda: (exchange(srv.port, get("/", headers=[("X-Request-Id", "after")])).status == 200
                            and time.sleep(0.2) is None and os.path.exists(log)
                            and [l for l in access_lines(log) if l["id"] == "after"]), 5)

@@ -22,10 +22,12 @@ def cart_add(user, product, qty):
 class PacedLoad:
     """`make(i, k, rng)` gives the k-th (record, request bytes) of thread i;
     `connect()` opens a rawhttp.Conn; `around()`, when given, is a context
-    manager each thread runs in (a network namespace, say)."""
+    manager each thread runs in (a network namespace, say). A thread stops
+    by itself after `limit` seconds if nobody stopped it before."""
 
-    def __init__(self, connect, make, seed, threads=4, rate=60, around=None):
+    def __init__(self, connect, make, seed, threads=4, rate=60, around=None, limit=300):
         self.connect, self.make, self.seed, self.rate, self.around = connect, make, seed, rate, around
+        self.limit = limit
         self.stop_ev = threading.Event()
         self.records = []
         self.lock = threading.Lock()
@@ -41,7 +43,8 @@ class PacedLoad:
     def run(self, i):
         rng = random.Random("%s-%d" % (self.seed, i))
         conn, k, period = None, 0, 1.0 / self.rate
-        while not self.stop_ev.is_set():
+        t_end = time.monotonic() + self.limit
+        while not self.stop_ev.is_set() and time.monotonic() < t_end:
             t_next = time.monotonic() + period
             rec, data = self.make(i, k, rng)
             rec["t0"] = time.monotonic()

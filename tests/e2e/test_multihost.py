@@ -24,8 +24,8 @@ every add answered 2xx:
 3. `cohort reload` on each app host in turn, under load: nothing fails.
 
 The figures each scenario measures are printed (pytest -s) and written to
-figures.json in the work directory, which is kept only when the teardown
-finds a problem. docs/scaling.md quotes them.
+figures.json in the work directory, which is kept only when a scenario
+failed or the teardown found a problem. docs/scaling.md quotes them.
 Everything is torn down by pid and `ip netns del`, also when a test fails.
 """
 import json
@@ -45,6 +45,11 @@ import shopload
 from redisserver import REDIS_SERVER, RespClient
 
 SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
+# A Sentinel whose timer finds more than 2 s gone since its last run (the
+# machine paused, the wall clock stepped) enters TILT mode and does nothing
+# for 30 s; it then takes up to 10 s (its INFO period) plus 8 s to turn a
+# returned primary into a replica. The test waits for that, not for 10 s.
+SENTINEL_ACTS_WITHIN = 90
 NET = "10.77.0"
 CL_IP, LB_IP, RD_IP = NET + ".5", NET + ".10", NET + ".20"
 APPS = (("app1", NET + ".11"), ("app2", NET + ".12"), ("app3", NET + ".13"))
@@ -58,14 +63,15 @@ HEALTH_INTERVAL_MS, FALL, RISE = 300, 2, 2
 PRODUCTS = 1000
 
 
-def wait_for(pred, timeout, step=0.05, what="condition"):
+def wait_for(pred, timeout, step=0.05, what="condition", story=None):
+    """`story()`, when given, tells what happened meanwhile when it fails."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError("%s not met within %.1f s" % (what, timeout))
+            raise AssertionError("%s not met within %.1f s%s" % (what, timeout, "\n" + story() if story else ""))
         time.sleep(step)
 
 
@@ -210,6 +216,19 @@ class Cluster:
             return False
         return "role:master" in info and "state=online" in info
 
+    def sentinel_story(self):
+        """The Sentinels' events that decide a failover's pace, from their logs."""
+        out = []
+        for port in SENTINELS:
+            try:
+                with open(os.path.join(self.dir, "sentinel-%d" % port, "sentinel.log"), errors="replace") as f:
+                    lines = [ln.rstrip() for ln in f if any(k in ln for k in (
+                        "tilt", "switch-master", "convert-to-slave", "sdown", "odown", "failover"))]
+            except OSError as e:
+                lines = [repr(e)]
+            out.append("--- sentinel %d\n%s" % (port, "\n".join(lines[-15:])))
+        return "\n".join(out)
+
     def start_sentinels(self):
         for port in SENTINELS:
             d = os.path.join(self.dir, "sentinel-%d" % port)
@@ -308,7 +327,8 @@ class Cluster:
         primary with its replica online."""
         wait_for(lambda: all(s["state"] == "up" for s in self.lb_servers().values()), 20,
                  what="every app host up at the balancer")
-        wait_for(lambda: self.replica_online(self.primary()), 30, step=0.2, what="a replica online")
+        wait_for(lambda: self.replica_online(self.primary()), SENTINEL_ACTS_WITHIN, step=0.2, what="a replica online",
+                 story=self.sentinel_story)
 
     def teardown(self):
         problems = []
@@ -327,12 +347,13 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(request):
     why = netns.available()
     if why:
         pytest.fail("the multi-host test %s" % why, pytrace=False)
     d = tempfile.mkdtemp(prefix="cohort-mh-", dir="/tmp")
     c = Cluster(d)
+    failed_before = request.session.testsfailed
     try:
         c.start()
         yield c
@@ -341,7 +362,9 @@ def cluster():
         print("\nmulti-host figures: %s" % json.dumps(c.figures, indent=1, sort_keys=True))
         with open(os.path.join(d, "figures.json"), "w") as f:
             json.dump(c.figures, f, indent=1, sort_keys=True)
-        if not problems:
+        if problems or request.session.testsfailed > failed_before:
+            print("multi-host work directory kept: %s" % d)
+        else:
             shutil.rmtree(d, ignore_errors=True)
     assert not problems, "; ".join(problems)
 
@@ -470,12 +493,14 @@ def test_redis_primary_killed(cluster):
         time.sleep(2)
         t_kill = time.monotonic()
         c.redis[old].kill()
-        wait_for(lambda: c.primary() == new, 30, step=0.05, what="Sentinel promoting the replica")
+        wait_for(lambda: c.primary() == new, SENTINEL_ACTS_WITHIN, step=0.05, what="Sentinel promoting the replica",
+                 story=c.sentinel_story)
         t_switch = time.monotonic()
         # it comes back as a primary of nothing; Sentinel makes it the new primary's replica
         t_restarted = time.monotonic()
         c.start_redis(old)
-        wait_for(lambda: c.replica_online(new), 40, step=0.05, what="the old primary back as a replica")
+        wait_for(lambda: c.replica_online(new), SENTINEL_ACTS_WITHIN, step=0.05, what="the old primary back as a replica",
+                 story=c.sentinel_story)
         t_synced = time.monotonic()
         wait_for(lambda: any(r["status"] == 200 and r["t0"] > t_synced for r in load.of("add")), 10,
                  what="adds answered 200 again")

@@ -104,7 +104,8 @@ class Load(shopload.PacedLoad):
     """GET a product (6 in 10), add to a cart (3 in 10), GET a cart (1 in 10)."""
 
     def __init__(self, port, threads=4, rate=60, tag="soak"):
-        super().__init__(lambda: rawhttp.Conn(port, timeout=10), self.request, SEED, threads, rate)
+        super().__init__(lambda: rawhttp.Conn(port, timeout=10), self.request, SEED, threads, rate,
+                         limit=SECONDS + 300)
         self.tag = tag
 
     def request(self, i, k, rng):

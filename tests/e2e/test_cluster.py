@@ -164,9 +164,9 @@ def test_kill_9_worker_under_load(cohort):
     victim = before[0]
     t_kill = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    replaced = wait_for(lambda: (lambda w: len(w) == 2 and victim not in w and w)(s.workers()), 2.0)
+    replaced = wait_for(lambda: (lambda w: len(w) == 2 and victim not in w and w)(s.workers()), 10)
     t_replaced = time.monotonic()
-    assert replaced, "no replacement worker within 2 s: %s" % s.workers()
+    assert replaced, "no replacement worker within 10 s: %s" % s.workers()
     assert before[1] in replaced, "the other worker was disturbed"
     load.join()
     # the server kept answering during and after the kill
@@ -180,7 +180,8 @@ def test_kill_9_worker_under_load(cohort):
     log = s.log()
     assert re.search(r"worker \d+ \(pid %d\) killed by signal 9\b" % victim, log), log
     assert re.search(r"worker \d+ started \(pid %d\)" % (set(replaced) - set(before)).pop(), log), log
-    assert t_replaced - t_kill < 2.0
+    assert t_replaced - t_kill < 5, "replaced %.1f s after the kill" % (t_replaced - t_kill)
+    assert "restarting in" not in log, "a worker that ran over min_uptime is restarted at once, not backed off"
     print(load.summary())
 
 
@@ -202,7 +203,7 @@ def test_worker_that_exits_is_restarted(cohort):
     s.worker_deaths_ok = True
     victim = s.workers()[0]
     os.kill(victim, signal.SIGTERM)
-    new = wait_for(lambda: (lambda w: len(w) == 2 and victim not in w and w)(s.workers()), 3)
+    new = wait_for(lambda: (lambda w: len(w) == 2 and victim not in w and w)(s.workers()), 10)
     assert new, s.log()
     assert re.search(r"worker \d+ \(pid %d\) exited with status 0" % victim, s.log()), s.log()
     assert_serves(s.port, 20)
@@ -225,6 +226,8 @@ def test_workers_finish_requests_when_master_is_killed(cohort):
     s = cohort(workers=1, overrides={"timeouts": {"body": "10s"}})
     kids = s.workers()
     with Conn(s.port, timeout=5) as c:
+        c.send(get("/health"))
+        assert c.read_response().status == 200  # a worker has the connection
         c.send(get("/health", headers=[("Content-Length", "4")]) + b"ab")
         time.sleep(0.3)
         s.proc.kill()
@@ -274,10 +277,10 @@ def test_stop_signals(cohort, sig, name):
         assert idle.read_response().status == 200
         t0 = time.monotonic()
         s.signal(sig)
-        rc = s.wait_exit(8)
+        rc = s.wait_exit(12)
         assert rc == 0, "exit %s after %s\n%s" % (rc, name, s.log())
-        # an idle keep-alive connection does not hold the stop for long
-        assert time.monotonic() - t0 < 4
+        # an idle keep-alive connection does not hold the stop until shutdown_timeout (10 s)
+        assert time.monotonic() - t0 < 8
         gone, extra = idle.wait_closed(1)
         assert gone and extra == b""
     assert not any(pid_alive(k) for k in kids)
@@ -287,8 +290,11 @@ def test_stop_signals(cohort, sig, name):
 
 
 def stalled_request(port):
-    """A request whose body never completes: in flight until timeouts.body."""
+    """A request whose body never completes: in flight until timeouts.body.
+    A whole request first, so that a worker has taken the connection."""
     c = Conn(port, timeout=10)
+    c.send(get("/health"))
+    assert c.read_response().status == 200
     c.send(get("/health", headers=[("Content-Length", "10")]) + b"abc")
     return c
 
@@ -323,11 +329,11 @@ def test_second_signal_stops_at_once(cohort):
         assert s.proc.poll() is None, "the master did not wait for requests in flight"
         t0 = time.monotonic()
         s.signal(signal.SIGTERM)
-        rc = s.wait_exit(3)
+        rc = s.wait_exit(8)
         assert rc is not None, "a second SIGTERM did not stop the master at once"
         assert rc >= 0, "the master died of signal %d" % -rc
-        assert time.monotonic() - t0 < 2
-        assert wait_for(lambda: not any(pid_alive(k) for k in kids), 3), "workers survive a second SIGTERM"
+        assert time.monotonic() - t0 < 8, "not at once: shutdown_timeout is 20 s, the body timeout 30 s"
+        assert wait_for(lambda: not any(pid_alive(k) for k in kids), 10), "workers survive a second SIGTERM"
         assert "second" in s.log()
     finally:
         for c in conns:
@@ -358,7 +364,7 @@ def test_schedules_serve(cohort, schedule):
     assert "schedule %s" % schedule in s.log()
     assert len(s.workers()) == 2
     assert_serves(s.port, 40)
-    load = Load(s.port, threads=4, seconds=1.0).start()
+    load = Load(s.port, threads=4, seconds=3.0).start()
     load.join()
     assert len(load.ok_times) > 50 and not load.failures, load.summary()
 
@@ -369,7 +375,7 @@ def test_schedules_survive_worker_kill(cohort, schedule):
     s.worker_deaths_ok = True
     victim = s.workers()[1]
     os.kill(victim, signal.SIGKILL)
-    assert wait_for(lambda: len(s.workers()) == 2 and victim not in s.workers(), 2)
+    assert wait_for(lambda: len(s.workers()) == 2 and victim not in s.workers(), 10)
     assert_serves(s.port, 30)
 
 
@@ -418,8 +424,8 @@ def test_stop_during_crash_loop(cohort):
     assert wait_for(lambda: "crash loop?); restarting in 200 ms" in s.log(), 3), s.log()
     t0 = time.monotonic()
     s.signal(signal.SIGTERM)
-    assert s.wait_exit(3) == 0, s.log()
-    assert time.monotonic() - t0 < 1.5
+    assert s.wait_exit(8) == 0, s.log()
+    assert time.monotonic() - t0 < 5, "not at once"
     assert "started" not in s.log().split("stopping gracefully")[1]
 
 

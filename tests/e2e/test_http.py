@@ -347,23 +347,23 @@ def sleep_until_fraction(frac):
 
 
 def test_date_header_is_current(srv):
-    """Date is the current second, not a cached older one: a response late
-    in one second and another late in the next second (less than 1 s
-    apart) carry different, current Dates."""
+    """Date is the current second, not a cached older one: responses late
+    in one second and late in the next carry the second they were sent in
+    (between the clock read before the request and after the answer; a
+    pause of the machine widens that window, never fails the test)."""
     with Conn(srv.port) as c:
         c.send(get("/"))
         c.read_response()
         time.sleep(1.2)  # whatever the worker cached is now over a second old
-        sleep_until_fraction(0.92)
-        c.send(get("/"))
-        a = parse_http_date(c.read_response().header("Date"))
-        sleep_until_fraction(0.80)
-        c.send(get("/"))
-        r = c.read_response()
-        now = time.time()
-        b = parse_http_date(r.header("Date"))
-    assert b - a == 1, "two responses 0.9 s apart, in consecutive seconds, have Dates %d s apart" % (b - a)
-    assert now - b < 1.25, "Date lagged the clock by %.2f s" % (now - b)
+        seen = []
+        for frac in (0.92, 0.80, 0.95):
+            sleep_until_fraction(frac)
+            t0 = time.time()
+            c.send(get("/"))
+            date = parse_http_date(c.read_response().header("Date"))
+            t1 = time.time()
+            seen.append((int(t0), date, int(t1)))
+    assert all(lo <= d <= hi for lo, d, hi in seen), "Date outside [clock before, clock after]: %s" % seen
 
 
 def sanitized(pid):

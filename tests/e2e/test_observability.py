@@ -205,7 +205,7 @@ def test_access_log_lines_carry_every_field(cohort):
     assert r3.status == 405
     # flushed within 100 ms, without stopping the server
     want = {target, "/missing", "/static/x"}
-    lines = wait_for(lambda: want <= {l["path"] for l in access_lines(log)} and access_lines(log), 2)
+    lines = wait_for(lambda: want <= {l["path"] for l in access_lines(log)} and access_lines(log), 5)
     assert lines, "not every request has its line 2 s later: %s" % access_lines(log)
     by_path = {l["path"]: l for l in lines}
     for l in lines:
@@ -233,7 +233,7 @@ def test_long_untrusted_fields_are_cut_not_torn(cohort):
     with Conn(srv.port) as c:  # \xff is no UTF-8: each becomes \ufffd, 6 bytes
         c.send(("GET %s HTTP/1.1\r\nHost: x\r\nUser-Agent: %s\r\n\r\n" % ("/" + "a" * 12000, "\xff" * 20000)).encode("latin-1"))
         assert c.read_response().status == 404
-    lines = wait_for(lambda: [l for l in access_lines(log) if l["path"].startswith("/a")], 2)
+    lines = wait_for(lambda: [l for l in access_lines(log) if l["path"].startswith("/a")], 5)
     assert len(lines) == 1
     raw = [r for r in read_lines(log) if b'"path":"/a' in r][0]
     assert len(raw) <= 4095, len(raw)
@@ -255,7 +255,7 @@ def test_access_log_to_stderr_from_the_environment(cohort):
     srv = cohort(env={"LOG_ACCESS": "stderr"})
     r = exchange(srv.port, get("/health"))
     assert r.status == 200
-    line = wait_for(lambda: [l for l in srv.log().splitlines() if '"path":"/health"' in l and '"status":200' in l], 2)
+    line = wait_for(lambda: [l for l in srv.log().splitlines() if '"path":"/health"' in l and '"status":200' in l], 5)
     assert line, srv.log()
 
 
@@ -300,7 +300,7 @@ def test_sigusr1_reopens_moved_logs(cohort, tmp_path):
     assert wait_for(lambda: "serving http://" in open(err).read() if os.path.exists(err) else False, 20), srv.log()
     log = os.path.join(srv.workdir, "access.log")
     assert exchange(srv.port, get("/", headers=[("X-Request-Id", "before")])).status == 200
-    assert wait_for(lambda: access_lines(log), 2)
+    assert wait_for(lambda: access_lines(log), 5)
     os.rename(log, log + ".1")
     os.rename(err, err + ".1")
     assert exchange(srv.port, get("/", headers=[("X-Request-Id", "between")])).status == 200
@@ -428,9 +428,9 @@ def test_event_loop_lag_rises_when_the_loop_is_blocked(cohort):
         srv = cohort(workers=1)
     finally:
         conftest.BIN = saved
-    time.sleep(1.2)
-    quiet = stats(srv.port)["workers"][0]
-    assert quiet["loopLagMaxMs"] < 100, quiet
+    # quiet: under 100 ms over a whole second (a pause of the machine lifts it for a second)
+    quiet = wait_for(lambda: stats(srv.port)["workers"][0]["loopLagMaxMs"] < 100 and stats(srv.port)["workers"][0], 5)
+    assert quiet, stats(srv.port)["workers"]
     r = exchange(srv.port, get("/__test/block?ms=400"), timeout=5)
     assert r.status == 200
     lag = wait_for(lambda: stats(srv.port)["workers"][0]["loopLagMaxMs"] >= 300 and stats(srv.port)["workers"][0], 3)
@@ -438,7 +438,7 @@ def test_event_loop_lag_rises_when_the_loop_is_blocked(cohort):
     fams = scrape(srv.port)
     assert len(fams["cohort_worker_event_loop_lag_avg_seconds"]["samples"]) == 1
     # and it falls back once the loop is free again
-    assert wait_for(lambda: stats(srv.port)["workers"][0]["loopLagMaxMs"] < 100, 4)
+    assert wait_for(lambda: stats(srv.port)["workers"][0]["loopLagMaxMs"] < 100, 10)
 
 
 def test_test_routes_are_not_in_the_production_binary(cohort):

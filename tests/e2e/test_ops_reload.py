@@ -180,11 +180,12 @@ def test_non_reloadable_key_is_left_as_it_was(ops):
 
 
 def unanswered(port, n=12):
-    """How many of n new connections get no answer to GET / within 1 s."""
+    """How many of n new connections get no answer to GET / within 5 s
+    (one queued on a socket nobody accepts from is never answered)."""
     bad = 0
     for _ in range(n):
         try:
-            r = short_get(port, "/", timeout=1)
+            r = short_get(port, "/", timeout=5)
             assert r.status == 200, r
         except (TimeoutError, OSError):
             bad += 1
@@ -212,7 +213,7 @@ def test_reload_changes_worker_count(ops, schedule):
     s.wait_settled(1)
     assert sorted(s.ready_workers()) == [0]
     n = unanswered(s.port)
-    assert n == 0, "after a reload from 3 workers to 1, %d of 12 new connections got no answer in 1 s" % n
+    assert n == 0, "after a reload from 3 workers to 1, %d of 12 new connections got no answer in 5 s" % n
 
 
 # --- a new binary on disk -----------------------------------------------------
@@ -390,12 +391,12 @@ def test_reload_status_failed_count_and_queued_hup(ops):
     replacement; 500s answered meanwhile are counted in the reload's answer;
     a SIGHUP meanwhile is queued and runs after it."""
     from rawhttp import Conn, get
-    s = slow_start_server(ops, {"schedule": "round_robin"}, 0.8)
+    s = slow_start_server(ops, {"schedule": "round_robin"}, 3)
     pids0 = s.ready_pids()
     box = {}
     t = threading.Thread(target=lambda: box.update(r=s.cli("reload", timeout=60)))
     t.start()
-    st = wait_for(lambda: (lambda j: j["master"]["reloading"] and j)(s.status()), 2, 0.02)
+    st = wait_for(lambda: (lambda j: j["master"]["reloading"] and j)(s.status()), 5, 0.02)
     assert st, "status never said reloading"
     assert [w["state"] for w in st["workers"]].count("starting") == 1, st["workers"]
     with Conn(s.port) as c:
@@ -409,7 +410,7 @@ def test_reload_status_failed_count_and_queued_hup(ops):
     m = RELOADED_RE.match(out.strip())
     assert m, out
     assert int(m.group(1)) == 5, "5 requests failed (500) during the reload; it said %r" % out
-    assert wait_for(lambda: s.log().count("reloaded: 2 worker(s) replaced") == 2, 10), s.log()
+    assert wait_for(lambda: s.log().count("reloaded: 2 worker(s) replaced") == 2, 30), s.log()
     log = s.log()
     assert "SIGHUP during a reload: queued" in log and "starting the reload that was queued" in log, log
     s.wait_settled()
@@ -479,7 +480,7 @@ def test_reload_leaves_admin_listener_as_it_was(ops):
     s.wait_settled()
     for _ in range(4):
         try:
-            r = exchange(ap, get("/metrics", headers=[("Connection", "close")]), timeout=2)
+            r = exchange(ap, get("/metrics", headers=[("Connection", "close")]), timeout=5)
         except TimeoutError:
             raise AssertionError("after a reload with admin.port 0, the admin listener on %d (still bound by the "
                                  "master) no longer answers; the reload said %r" % (ap, out))

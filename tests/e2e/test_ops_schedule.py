@@ -59,7 +59,7 @@ def test_short_connections_spread_evenly(ops, schedule):
 
 @pytest.mark.parametrize("schedule,most", [("least_loaded", 0.25), ("round_robin", None)])
 def test_least_loaded_steers_away_from_busy_worker(ops, schedule, most):
-    """One worker holds 20 slow requests (3 s); 200 short connections then
+    """One worker holds 20 slow requests (6 s); 200 short connections then
     go mostly to the other with least_loaded (< 25%), while round_robin
     (the control) keeps giving the busy one about half."""
     s = ops({"schedule": schedule}, workers=2, binary=cohort_test_bin())
@@ -75,20 +75,20 @@ def test_least_loaded_steers_away_from_busy_worker(ops, schedule, most):
         for c in conns:
             if c not in busy:
                 c.close()
+        t_sent = time.monotonic()
         for c in busy:
-            c.send(get("/__test/sleep?ms=3000"))
+            c.send(get("/__test/sleep?ms=6000"))
 
         def inflight():
             return {w["pid"]: w["inflight"] for w in s.status()["workers"]}
-        assert wait_for(lambda: inflight().get(busy_pid) == 20, 2), inflight()
-        t0 = time.monotonic()
+        assert wait_for(lambda: inflight().get(busy_pid) == 20, 5), inflight()
         got = {}
         for _ in range(200):
             r = short_get(s.port, "/api/broadcast")
             assert r.status == 200, r
             pid = r.json()["pid"]
             got[pid] = got.get(pid, 0) + 1
-        assert time.monotonic() - t0 < 2.5, "the probe outlasted the slow requests"
+        assert time.monotonic() - t_sent < 6, "the probe outlasted the slow requests"
         share = got.get(busy_pid, 0) / 200
         for c in busy:
             r = c.read_response()
@@ -186,7 +186,7 @@ def test_stopped_worker_does_not_block_broadcasts(ops):
                 assert r.status == 202, (i, r)
             t0 = time.monotonic()
             st = s.status()
-            assert time.monotonic() - t0 < 1.0
+            assert time.monotonic() - t0 < 5, "the master was slow to answer status"
             assert st["master"]["pid"] == s.pid
             assert wait_for(lambda: "is not reading its channel: message dropped" in s.log(), 3), s.log()[-2000:]
             grown = vm_rss(s.pid) - rss0
@@ -218,13 +218,21 @@ def test_round_robin_skips_worker_at_max_connections(ops):
         full, free = list(by)
         for c in by[free]:
             c.close()
-        assert wait_for(lambda: {w["pid"]: w["connections"] for w in s.status()["workers"]} == {full: 3, free: 0},
-                        2), s.status()
-        got = [short_get(s.port, "/api/broadcast").json()["pid"] for _ in range(10)]
+        def held():
+            return {w["pid"]: w["connections"] for w in s.status()["workers"]}
+
+        def gets(want):
+            """10 short connections, each once the workers hold `want` again
+            (a worker counts a closed connection until it has seen the close)."""
+            got = []
+            for _ in range(10):
+                assert wait_for(lambda: held() == want, 10), (held(), want)
+                got.append(short_get(s.port, "/api/broadcast").json()["pid"])
+            return got
+        got = gets({full: 3, free: 0})
         assert got == [free] * 10, "the worker at max_connections got %d of 10" % got.count(full)
         by[full][0].close()
-        assert wait_for(lambda: {w["pid"]: w["connections"] for w in s.status()["workers"]}[full] == 2, 2)
-        got = [short_get(s.port, "/api/broadcast").json()["pid"] for _ in range(10)]
+        got = gets({full: 2, free: 0})
         assert 4 <= got.count(full) <= 6, got
     finally:
         for c in conns:

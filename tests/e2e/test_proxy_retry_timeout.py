@@ -37,11 +37,12 @@ def test_an_idempotent_request_that_timed_out_goes_to_another_server(pybackend, 
         for _ in range(4):  # round robin: every other request meets the black hole first
             r, took = send(lb.port, "GET", "/id")
             assert r.status == 200 and r.body == b"fast", r
-            assert took < 1.5, took
+            assert took < 5, took
             slow_ones += took > 0.25
-        assert slow_ones == 2, "two GETs waited for the timeout, then went on: %d" % slow_ones
+        # (a pause of the machine can only make more of them look slow)
+        assert slow_ones >= 2, "two GETs waited for the timeout, then went on: %d" % slow_ones
         lines = rawhttp.wait_for(lambda: [l for l in access_lines(lb) if l["path"] == "/id"][3:] and
-                                 [l for l in access_lines(lb) if l["path"] == "/id"], 3)
+                                 [l for l in access_lines(lb) if l["path"] == "/id"], 5)
         assert lines and sum("skipped=%s:timeout" % dead in l["upstream"] for l in lines) == 2, lines
 
         # a POST is not idempotent (the first server may have acted on it):
@@ -50,7 +51,7 @@ def test_an_idempotent_request_that_timed_out_goes_to_another_server(pybackend, 
         for _ in range(4):
             r, took = send(lb.port, "POST", "/upload", b"x" * 10)
             answers.append((r.status, took))
-        assert all(s == 200 and t < 0.25 or s == 504 and 0.25 < t < 1.0 for s, t in answers), answers
+        assert all(s == 200 or s == 504 and 0.25 < t < 5 for s, t in answers), answers
         assert any(s == 504 for s, _ in answers), answers
         assert fast.count() - seen_before == sum(s == 200 for s, _ in answers), "a POST was retried"
     finally:
@@ -64,6 +65,9 @@ def test_with_no_other_server_the_timeout_is_504(balancer):
                             timeouts={"first_byte": "300ms"}), workers=1)
         r, took = send(lb.port, "GET", "/x")
         assert r.status == 504 and r.json() == {"error": "upstream timed out"}, r
-        assert 0.25 < took < 1.0, "one timeout, not two: %.2f s" % took
+        assert 0.25 < took < 5, took
+        line = rawhttp.wait_for(lambda: [l for l in access_lines(lb) if l["path"] == "/x"], 5)
+        assert line and line[0]["upstream"] == "- attempts=1 skipped=127.0.0.1:%d:timeout" % hole.getsockname()[1], \
+            "one timeout, not two: %s" % line
     finally:
         hole.close()

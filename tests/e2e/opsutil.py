@@ -192,7 +192,7 @@ class Wrk:
     """`wrk -t1 -cN -dS URL` in the background; .result() waits and parses."""
 
     def __init__(self, port, path="/", connections=32, seconds=6, threads=1, extra=()):
-        self.cmd = ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds, "--timeout", "3s"] + \
+        self.cmd = ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds, "--timeout", "10s"] + \
             list(extra) + ["http://127.0.0.1:%d%s" % (port, path)]
         self.seconds = seconds
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

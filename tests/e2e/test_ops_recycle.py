@@ -25,7 +25,7 @@ def test_memory_recycle_under_load(ops, wrk):
         c.send(get("/__test/leak?mb=40"))
         r = c.read_response()
         assert r.status == 200 and r.json()["leaked_mb"] == 40, r
-    new = replaced(s, wid, pid, 6)
+    new = replaced(s, wid, pid, 15)
     assert new, "worker %d (pid %d) holding 40 MB over max_memory 30M was not replaced:\n%s" % (
         wid, pid, s.status())
     res = w.result()
@@ -70,7 +70,7 @@ def test_max_errors_recycle_under_load(ops, wrk):
         assert "asks to be replaced" not in s.log()
         c.send(get("/__test/fail"))
         assert c.read_response().status == 500
-    new = replaced(s, wid, pid, 5)
+    new = replaced(s, wid, pid, 15)
     assert new, "worker %d (pid %d) was not replaced after 3 internal errors:\n%s" % (wid, pid, s.log())
     res = w.result()
     assert_no_failures(res, "wrk while a worker was recycled for errors")

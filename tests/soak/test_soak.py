@@ -173,7 +173,10 @@ def wait_redis_up(srv, timeout=30):
 def settle(srv, timeout=30):
     """Until the load's connections are gone: fds are counted at rest."""
     srv.wait_settled(WORKERS, timeout=timeout)
-    time.sleep(1.5)  # idle keep-alive connections of the load are closed by now (clients closed them)
+    # the load's clients closed their connections; the workers see the closes a moment later
+    assert opsutil.wait_for(lambda: all(w["connections"] == 0 for w in srv.status()["workers"]), 10), \
+        srv.status()["workers"]
+    time.sleep(1.0)
 
 
 def fds(srv):

@@ -70,6 +70,16 @@ class Load:
                         return  # the server is gone: done
                     time.sleep(0.01)
                     continue
+                except ConnectionResetError as e:
+                    if not self.stopping.is_set():
+                        self.fail("connect: %r" % e)
+                    else:
+                        # queued by the kernel, then reset when the last listening
+                        # socket closed, before this thread came back from connect()
+                        with self.lock:
+                            self.resets_before += 1
+                    time.sleep(0.01)
+                    continue
                 except OSError as e:
                     self.fail("connect: %r" % e)
                     time.sleep(0.01)

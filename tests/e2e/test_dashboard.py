@@ -10,6 +10,7 @@ import base64
 import fcntl
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -76,7 +77,8 @@ class Browser:
                 if reply.get("id") == self.next_id:
                     assert "error" not in reply, "%s: %s" % (method, reply["error"])
                     return reply["result"]
-            assert time.monotonic() < deadline, "no answer to %s" % method
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([self.from_r], [], [], left)[0], "no answer to %s" % method
             chunk = os.read(self.from_r, 1 << 16)
             if not chunk:
                 raise self.gone("no answer to %s: chromium closed its pipe" % method)

@@ -181,9 +181,29 @@ static int last_flags(const char *server)
     return -1;
 }
 
+/* Runs the loop in 10 ms slices until the server's last state is `want`
+ * or max_ms pass (a paused machine costs a slice, not the whole wait). */
+static int await_flags(const char *server, int want, uint64_t max_ms)
+{
+    uv_update_time(&loop);
+    uint64_t end = uv_now(&loop) + max_ms;
+    while (last_flags(server) != want && uv_now(&loop) < end)
+        run_for(10);
+    return last_flags(server);
+}
+
+static uint64_t now_ms(void)
+{
+    uv_update_time(&loop);
+    return uv_now(&loop);
+}
+
 Test(health, checks_mark_down_and_up)
 {
     setup_cfg();
+    /* two checks that each take over 250 ms, in a row, would be a failure */
+    group.health.interval_ms = 300;
+    group.health.timeout_ms = 250;
     struct metrics_shm *shm = calloc(1, sizeof(*shm));
     struct hc *h = hc_new(&loop, &cfg, shm, broadcast, NULL);
     cr_assert_not_null(h);
@@ -191,23 +211,20 @@ Test(health, checks_mark_down_and_up)
     cr_assert_str_eq(shm->upstream[1].name, "127.0.0.1:1");
     cr_assert_str_eq(shm->upstream[1].group, "app");
     cr_assert_eq(shm->upstream[1].weight, 2);
-    run_for(600);
     /* port 1 refuses: down after two checks; ours answers 200 */
-    cr_assert_eq(last_flags("127.0.0.1:1"), UP_F_DOWN, "%d messages", nmsgs);
+    cr_assert_eq(await_flags("127.0.0.1:1", UP_F_DOWN, 5000), UP_F_DOWN, "%d messages", nmsgs);
     cr_assert_eq(last_flags(addr0), -1, "an up server that stays up says nothing");
     cr_assert_eq(shm->upstream[1].up, 0);
     cr_assert_eq(shm->upstream[1].state, METRICS_UP_DOWN);
     cr_assert_eq(shm->upstream[0].up, 1);
     answer = 503;
-    run_for(500);
-    cr_assert_eq(last_flags(addr0), UP_F_DOWN, "503 fails the check");
+    cr_assert_eq(await_flags(addr0, UP_F_DOWN, 5000), UP_F_DOWN, "503 fails the check");
     answer = 0; /* accepts, says nothing: timeouts */
-    run_for(300);
+    run_for(3 * group.health.interval_ms);
     cr_assert_eq(last_flags(addr0), UP_F_DOWN);
     answer = 200;
     int before = nmsgs;
-    run_for(500);
-    cr_assert_eq(last_flags(addr0), 0, "back up after two passes");
+    cr_assert_eq(await_flags(addr0, 0, 5000), 0, "back up after two passes");
     cr_assert(nmsgs > before);
     int i;
     for (i = nmsgs - 1; i >= 0 && strcmp(msgs[i].server, addr0); i--)
@@ -239,6 +256,7 @@ Test(health, reports_eject_for_a_while_within_the_percent)
     struct metrics_shm *shm = calloc(1, sizeof(*shm));
     struct hc *h = hc_new(&loop, &cfg, shm, broadcast, NULL);
     cr_assert_not_null(h);
+    uint64_t t_first = now_ms();
     report(h, addr0);
     cr_assert_eq(last_flags(addr0), UP_F_EJECTED);
     cr_assert_eq(shm->upstream[0].state, METRICS_UP_EJECTED);
@@ -246,14 +264,14 @@ Test(health, reports_eject_for_a_while_within_the_percent)
     report(h, "127.0.0.1:1");
     cr_assert_eq(last_flags("127.0.0.1:1"), -1, "50%% of 2: the second stays in");
     report(h, "10.9.9.9:1"); /* unknown servers are ignored */
-    run_for(350);
-    cr_assert_eq(last_flags(addr0), 0, "back after ejection_time");
+    cr_assert_eq(await_flags(addr0, 0, 5000), 0, "back after ejection_time");
+    cr_assert_geq(now_ms() - t_first, 200, "back before ejection_time");
+    uint64_t t0 = now_ms();
     report(h, addr0);
     cr_assert_eq(last_flags(addr0), UP_F_EJECTED);
-    run_for(250);
-    cr_assert_eq(last_flags(addr0), UP_F_EJECTED, "twice as long the second time");
-    run_for(250);
-    cr_assert_eq(last_flags(addr0), 0);
+    cr_assert_eq(await_flags(addr0, 0, 5000), 0);
+    cr_assert_geq(now_ms() - t0, 400, "twice as long the second time: back after %llu ms",
+                  (unsigned long long)(now_ms() - t0));
     cr_assert_eq(shm->upstream[0].ejections, 2);
     /* a reload keeps the state of servers found again */
     report(h, addr0);

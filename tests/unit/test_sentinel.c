@@ -304,6 +304,14 @@ static int fake_subscribers(void)
     return n;
 }
 
+static int fake_asked(void)
+{
+    pthread_mutex_lock(&fake.mu);
+    int n = fake.asked;
+    pthread_mutex_unlock(&fake.mu);
+    return n;
+}
+
 static void fake_stop(void)
 {
     if (!fake.th)
@@ -321,7 +329,8 @@ struct probe {
     struct cache_redis *r;
     int ups, downs, replies, errors, nulls;
     int acked[64], nacked;
-    int wait_timeout_ms; /* 0: 300 */
+    int wait_timeout_ms;    /* 0: 300 */
+    int command_timeout_ms; /* 0: 1000 */
 };
 
 static void on_state(void *arg, int up)
@@ -388,7 +397,7 @@ static void open_probe(struct probe *p, const char *sentinels, int direct_port, 
         cr_assert_not_null(p->sentinel, "%s", err);
     }
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", direct_port);
-    struct cache_redis_opts o = {.url = sentinels ? NULL : url, .sentinel = p->sentinel, .command_timeout_ms = 1000,
+    struct cache_redis_opts o = {.url = sentinels ? NULL : url, .sentinel = p->sentinel, .command_timeout_ms = p->command_timeout_ms ? p->command_timeout_ms : 1000,
                                  .wait_replicas = wait_replicas, .wait_timeout_ms = p->wait_timeout_ms ? p->wait_timeout_ms : 300,
                                  .on_state = on_state,
                                  .arg = p};
@@ -470,9 +479,11 @@ Test(sentinel, a_replica_named_as_primary_is_never_used)
     wait_synced(a.port);
     fake_start(b.port); /* a stale answer: the replica */
     open_probe_via_fake(&p);
-    run_until(&p, never, 800);
+    /* in slices, so that a paused machine costs one slice, not the whole wait */
+    for (int i = 0; i < 500 && fake_asked() < 2; i++)
+        run_until(&p, never, 10);
     cr_assert_eq(p.ups, 0, "came up on a replica");
-    cr_assert_geq(fake.asked, 2, "asked again after the ROLE check: %d", fake.asked);
+    cr_assert_geq(fake_asked(), 2, "asked again after the ROLE check: %d", fake_asked());
     fake_answer(a.port);
     cr_assert(run_until(&p, is_up, 5000), "never reached the primary once named");
     set_key(&p, "on-primary");
@@ -489,7 +500,7 @@ Test(sentinel, switch_master_moves_the_connection)
     fake_start(a.port);
     open_probe_via_fake(&p);
     cr_assert(run_until(&p, is_up, 5000));
-    for (int i = 0; i < 200 && fake_subscribers() < 1; i++)
+    for (int i = 0; i < 1000 && fake_subscribers() < 1; i++)
         run_until(&p, never, 10);
     cr_assert_eq(fake_subscribers(), 1, "nobody listens on +switch-master");
     fake_answer(b.port);
@@ -531,9 +542,10 @@ Test(sentinel, no_sentinel_answers_then_one_does)
     start_redis(&a, 0);
     fake_start(0); /* knows no primary by that name */
     open_probe_via_fake(&p);
-    run_until(&p, never, 500);
+    for (int i = 0; i < 500 && fake_asked() < 2; i++)
+        run_until(&p, never, 10);
     cr_assert_eq(p.ups, 0);
-    cr_assert_geq(fake.asked, 2, "asked again with the backoff: %d", fake.asked);
+    cr_assert_geq(fake_asked(), 2, "asked again with the backoff: %d", fake_asked());
     fake_answer(a.port);
     cr_assert(run_until(&p, is_up, 5000));
     close_probe(&p);
@@ -541,8 +553,9 @@ Test(sentinel, no_sentinel_answers_then_one_does)
 
 Test(wait, one_wait_covers_a_burst_and_counts_replicas)
 {
-    /* a loaded machine can take a while to carry the acknowledgements */
-    struct probe p = {.wait_timeout_ms = 2000};
+    /* a loaded (or paused) machine can take a while to carry the acknowledgements;
+     * the WAIT still runs longer than a command may */
+    struct probe p = {.wait_timeout_ms = 4000, .command_timeout_ms = 2000};
     char key[32];
     start_redis(&a, 0);
     start_redis(&b, a.port);
@@ -573,9 +586,9 @@ Test(wait, one_wait_covers_a_burst_and_counts_replicas)
     uv_update_time(&p.loop);
     uint64_t t0 = uv_now(&p.loop);
     cr_assert_eq(cache_redis_wait(p.r, on_acked, &p), 0);
-    cr_assert(run_until(&p, acked_any, 6000));
+    cr_assert(run_until(&p, acked_any, 15000));
     cr_assert_eq(p.acked[0], 0);
-    cr_assert_geq(uv_now(&p.loop) - t0, 1990, "answered before the timeout");
+    cr_assert_geq(uv_now(&p.loop) - t0, 3990, "answered before the timeout");
     /* the WAIT ran longer than command_timeout_ms, on purpose: no drop */
     cr_assert_eq(p.downs, 0, "the connection was dropped while WAIT ran");
     cr_assert(cache_redis_up(p.r));
@@ -584,7 +597,8 @@ Test(wait, one_wait_covers_a_burst_and_counts_replicas)
 
 Test(wait, a_lost_connection_fails_the_waiters)
 {
-    struct probe p = {0};
+    /* no replica: a WAIT that could time out before the stop would answer 0, not -EIO */
+    struct probe p = {.wait_timeout_ms = 10000};
     start_redis(&a, 0);
     open_probe(&p, NULL, a.port, 1);
     cr_assert(run_until(&p, is_up, 5000));

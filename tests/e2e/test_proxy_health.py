@@ -88,7 +88,9 @@ def test_killed_under_load_then_back(cohort, balancer):
         down_after = time.monotonic() - killed_at
         time.sleep(1.0)
     assert down, servers(lb)
-    assert down_after <= FALL * INTERVAL + 0.5, "marked down %.2f s after the kill" % down_after
+    # fall x interval, and up to 1 s for a loaded machine to run the checks late
+    # (that it took FALL failed checks, not more, the log line below says)
+    assert down_after <= FALL * INTERVAL + 1.0, "marked down %.2f s after the kill" % down_after
     assert load.errors == [], load.errors[:5]
     assert set(load.statuses) == {200}, (load.statuses, [l for l in lb.log().splitlines() if '"status":5' in l][:4])
     assert sum(load.statuses.values()) > sum(before.values()) + 100, "load kept flowing"

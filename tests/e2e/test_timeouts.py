@@ -13,7 +13,7 @@ import pytest
 from rawhttp import Conn, assert_json_error, get
 
 HEADER_S = 2.0
-KEEPALIVE_S = 1.0
+KEEPALIVE_S = 2.0
 BODY_S = 2.0
 SEND_S = 2.0
 SLACK = 2.5
@@ -22,7 +22,7 @@ SLACK = 2.5
 @pytest.fixture(scope="module")
 def srv(module_server_factory):
     return module_server_factory({
-        "timeouts": {"header": "2s", "keepalive": "1s", "body": "2000ms", "send": "2s"},
+        "timeouts": {"header": "2s", "keepalive": "2s", "body": "2000ms", "send": "2s"},
     })
 
 
@@ -110,7 +110,7 @@ def test_idle_keepalive_closed(srv):
 def test_active_keepalive_stays_open(srv):
     """Requests every 0.25 s keep a connection open well past keepalive."""
     with Conn(srv.port, timeout=10) as c:
-        for _ in range(14):
+        for _ in range(20):
             c.send(get("/"))
             assert c.read_response().status == 200
             time.sleep(0.25)

@@ -397,7 +397,8 @@ static void open_probe(struct probe *p, const char *sentinels, int direct_port, 
         cr_assert_not_null(p->sentinel, "%s", err);
     }
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", direct_port);
-    struct cache_redis_opts o = {.url = sentinels ? NULL : url, .sentinel = p->sentinel, .command_timeout_ms = p->command_timeout_ms ? p->command_timeout_ms : 1000,
+    struct cache_redis_opts o = {.url = sentinels ? NULL : url, .sentinel = p->sentinel,
+                                 .command_timeout_ms = p->command_timeout_ms ? p->command_timeout_ms : 1000,
                                  .wait_replicas = wait_replicas, .wait_timeout_ms = p->wait_timeout_ms ? p->wait_timeout_ms : 300,
                                  .on_state = on_state,
                                  .arg = p};

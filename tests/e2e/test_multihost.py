@@ -64,15 +64,12 @@ PRODUCTS = 1000
 
 
 def wait_for(pred, timeout, step=0.05, what="condition", story=None):
-    """`story()`, when given, tells what happened meanwhile when it fails."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not met within %.1f s%s" % (what, timeout, "\n" + story() if story else ""))
-        time.sleep(step)
+    """rawhttp.wait_for that fails the test when pred never holds; `story()`,
+    when given, tells what happened meanwhile."""
+    v = rawhttp.wait_for(pred, timeout, step)
+    if not v:
+        raise AssertionError("%s not met within %.1f s%s" % (what, timeout, "\n" + story() if story else ""))
+    return v
 
 
 def tail(text, n=40):

@@ -181,21 +181,20 @@ static int last_flags(const char *server)
     return -1;
 }
 
-/* Runs the loop in 10 ms slices until the server's last state is `want`
- * or max_ms pass (a paused machine costs a slice, not the whole wait). */
-static int await_flags(const char *server, int want, uint64_t max_ms)
-{
-    uv_update_time(&loop);
-    uint64_t end = uv_now(&loop) + max_ms;
-    while (last_flags(server) != want && uv_now(&loop) < end)
-        run_for(10);
-    return last_flags(server);
-}
-
 static uint64_t now_ms(void)
 {
     uv_update_time(&loop);
     return uv_now(&loop);
+}
+
+/* Runs the loop in 10 ms slices until the server's last state is `want`
+ * or max_ms pass (a paused machine costs a slice, not the whole wait). */
+static int await_flags(const char *server, int want, uint64_t max_ms)
+{
+    uint64_t end = now_ms() + max_ms;
+    while (last_flags(server) != want && uv_now(&loop) < end)
+        run_for(10);
+    return last_flags(server);
 }
 
 Test(health, checks_mark_down_and_up)

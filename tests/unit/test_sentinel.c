@@ -384,6 +384,8 @@ static int got_reply(struct probe *p) { return p->replies > 0; }
 static int got_error(struct probe *p) { return p->errors > 0; }
 static int two_ups(struct probe *p) { return p->ups >= 2 && cache_redis_up(p->r); }
 static int acked_any(struct probe *p) { return p->nacked > 0; }
+static int fake_asked_twice(struct probe *p) { (void)p; return fake_asked() >= 2; }
+static int fake_has_subscriber(struct probe *p) { (void)p; return fake_subscribers() >= 1; }
 
 /* A connection; with `sentinels` set it finds the primary through them. */
 static void open_probe(struct probe *p, const char *sentinels, int direct_port, int wait_replicas)
@@ -480,9 +482,7 @@ Test(sentinel, a_replica_named_as_primary_is_never_used)
     wait_synced(a.port);
     fake_start(b.port); /* a stale answer: the replica */
     open_probe_via_fake(&p);
-    /* in slices, so that a paused machine costs one slice, not the whole wait */
-    for (int i = 0; i < 500 && fake_asked() < 2; i++)
-        run_until(&p, never, 10);
+    run_until(&p, fake_asked_twice, 5000);
     cr_assert_eq(p.ups, 0, "came up on a replica");
     cr_assert_geq(fake_asked(), 2, "asked again after the ROLE check: %d", fake_asked());
     fake_answer(a.port);
@@ -501,8 +501,7 @@ Test(sentinel, switch_master_moves_the_connection)
     fake_start(a.port);
     open_probe_via_fake(&p);
     cr_assert(run_until(&p, is_up, 5000));
-    for (int i = 0; i < 1000 && fake_subscribers() < 1; i++)
-        run_until(&p, never, 10);
+    run_until(&p, fake_has_subscriber, 10000);
     cr_assert_eq(fake_subscribers(), 1, "nobody listens on +switch-master");
     fake_answer(b.port);
     fake_publish_switch(a.port, b.port);
@@ -543,8 +542,7 @@ Test(sentinel, no_sentinel_answers_then_one_does)
     start_redis(&a, 0);
     fake_start(0); /* knows no primary by that name */
     open_probe_via_fake(&p);
-    for (int i = 0; i < 500 && fake_asked() < 2; i++)
-        run_until(&p, never, 10);
+    run_until(&p, fake_asked_twice, 5000);
     cr_assert_eq(p.ups, 0);
     cr_assert_geq(fake_asked(), 2, "asked again with the backoff: %d", fake_asked());
     fake_answer(a.port);

@@ -71,8 +71,13 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	./$(BUILD)/cohort serve
 
+# A sanitizer report fails the run even when Criterion counted the test as
+# passed (LeakSanitizer reports as the test's process exits).
 unit: $(UNITBIN)
-	@set -e; for t in $(UNITBIN); do echo "== $$t"; ./$$t --jobs 2; done
+	@set -e; for t in $(UNITBIN); do echo "== $$t"; \
+	  ./$$t --jobs 2 > $$t.out 2>&1 || { cat $$t.out; exit 1; }; cat $$t.out; \
+	  if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:|SUMMARY: [A-Za-z]+Sanitizer' $$t.out; then \
+	    echo "$$t: sanitizer report above" >&2; exit 1; fi; done
 
 e2e: $(BUILD)/cohort $(BUILD)/cohort-test
 	COHORT_BIN=$(abspath $(BUILD)/cohort) COHORT_TEST_BIN=$(abspath $(BUILD)/cohort-test) $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e

@@ -238,6 +238,7 @@ Test(health, checks_mark_down_and_up)
     uv_close((uv_handle_t *)&listener, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0, "every handle closed");
+    free(shm);
 }
 
 static void report(struct hc *h, const char *server)
@@ -283,4 +284,5 @@ Test(health, reports_eject_for_a_while_within_the_percent)
     uv_close((uv_handle_t *)&listener, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0, "every handle closed");
+    free(shm);
 }

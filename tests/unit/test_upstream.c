@@ -132,6 +132,7 @@ Test(upstream, least_conn_takes_the_least_loaded)
     g.servers[2].inflight = 3;
     for (int i = 0; i < 10; i++)
         cr_assert_eq(pick(&g, NULL), 1);
+    up_group_free(&g);
     /* relative to weight: 4 in flight at weight 4 beats 2 at weight 1 */
     static const int w[] = {1, 4};
     make(&g, CFG_LB_LEAST_CONN, 2, w);
@@ -148,6 +149,7 @@ Test(upstream, p2c_never_takes_the_most_loaded_of_two)
     g.servers[0].inflight = 10;
     for (int i = 0; i < 1000; i++)
         cr_assert_eq(pick(&g, NULL), 1);
+    up_group_free(&g);
     /* of many, the heaviest is picked only when drawn twice: never with two draws of distinct servers */
     make(&g, CFG_LB_P2C, 4, NULL);
     g.servers[2].inflight = 100;

@@ -9,8 +9,11 @@ the end: exit 0, no sanitizer report, no worker death).
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -45,8 +48,14 @@ class PyBackend:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
 
-    def count(self):
-        return int(rawhttp.exchange(self.port, rawhttp.get("/count")).body)
+    def count(self, path=None):
+        """Requests seen: all but /count, /conns and /health; or those for `path`."""
+        target = "/count" if path is None else "/count?path=" + path
+        return int(rawhttp.exchange(self.port, rawhttp.get(target)).body)
+
+    def conns(self):
+        """Connections accepted so far, this one asking included."""
+        return int(rawhttp.exchange(self.port, rawhttp.get("/conns")).body)
 
 
 @pytest.fixture
@@ -62,6 +71,106 @@ def pybackend(tmp_path):
     for b in started:
         b.kill()
         b.logf.close()
+
+
+class RawBackend:
+    """A server written in the test: a thread accepts on a free port of
+    127.0.0.1 and a thread per connection reads each request head and calls
+    `handler(conn, head)`, which writes what it likes and returns True to
+    read the next request on that connection (False closes it; `reset`
+    closes with an RST). `heads` holds every request head seen."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.heads = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            c.settimeout(30)
+            while not self.stopping.is_set():
+                while b"\r\n\r\n" not in buf:
+                    data = c.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                with self.lock:
+                    self.heads.append(head)
+                if not self.handler(c, head):
+                    return
+        except OSError:
+            pass
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def paths(self):
+        with self.lock:
+            return [h.split(b" ")[1].decode() for h in self.heads]
+
+    def stop(self):
+        self.stopping.set()
+        self.sock.close()
+        self.thread.join(5)
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def reset(conn):
+    """Closes a connection with an RST (SO_LINGER 0)."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    return False
+
+
+def answer(conn, status=200, body=b"ok"):
+    conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+                 % (status, len(body), body))
+    return True
+
+
+@pytest.fixture
+def rawbackend():
+    """rawbackend(handler) -> a started RawBackend, stopped at the end."""
+    started = []
+
+    def start(handler):
+        b = RawBackend(handler)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
 
 
 def group(servers, **kw):

@@ -16,7 +16,9 @@ Routes:
   any  /reset              reads the head, then closes the connection without answering
   any  /status?code=N      answers N
   GET  /ws                 WebSocket (RFC 6455) echo: text and binary frames come back; close ends it
-Counters: GET /count answers how many requests it has seen (all paths but /count and /health).
+Counters: GET /count answers how many requests it has seen (all paths but /count, /conns and
+/health); GET /count?path=P how many requests for path P it has seen (any path, /health included);
+GET /conns how many connections it has accepted (the one asking included).
 """
 import asyncio
 import base64
@@ -27,6 +29,8 @@ import sys
 NAME = "backend"
 HEALTH = [200]
 COUNT = [0]
+BY_PATH = {}
+CONNS = [0]
 PATTERN = bytes(range(256)) * 256  # 64 KiB
 
 
@@ -108,6 +112,7 @@ async def websocket(r, w, headers):
 
 
 async def handle(r, w):
+    CONNS[0] += 1
     try:
         while True:
             line = await r.readline()
@@ -124,8 +129,10 @@ async def handle(r, w):
             headers = {k.lower(): v for k, v in raw}
             path, _, query = target.partition("?")
             q = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-            if path not in ("/count", "/health"):
+            if path not in ("/count", "/conns", "/health"):
                 COUNT[0] += 1
+            if path not in ("/count", "/conns"):
+                BY_PATH[path] = BY_PATH.get(path, 0) + 1
             if path == "/reset":
                 w.transport.abort()
                 return
@@ -162,7 +169,10 @@ async def handle(r, w):
                     HEALTH[0] = int(q.get("code", "200"))
                     await respond(w, 200, b"set")
                 elif path == "/count":
-                    await respond(w, 200, str(COUNT[0]).encode())
+                    n = BY_PATH.get(q["path"], 0) if "path" in q else COUNT[0]
+                    await respond(w, 200, str(n).encode())
+                elif path == "/conns":
+                    await respond(w, 200, str(CONNS[0]).encode())
                 elif path == "/slow":
                     await asyncio.sleep(int(q.get("ms", "1000")) / 1000)
                     await respond(w, 200, b"slow")

@@ -5,14 +5,16 @@ by pid."""
 import base64
 import json
 import os
+import select
 import socket
 import subprocess
+import threading
 import time
 
 import conftest
 import rawhttp
-from proxyutil import (access_lines, balancer, cohort_backend, group, pybackend, servers,  # noqa: F401 (fixtures)
-                       stats, wait_serving)
+from proxyutil import (access_lines, answer, balancer, reset, cohort_backend, group, pybackend,  # noqa: F401 (fixtures)
+                       rawbackend, servers, stats, wait_serving)
 
 
 def get(port, path, headers=(), timeout=5.0):
@@ -331,3 +333,182 @@ def test_balance_command(cohort, tmp_path):
     assert subprocess.run([conftest.cohort_bin(), "balance"], capture_output=True).returncode == 2
     bad = subprocess.run([conftest.cohort_bin(), "balance", "-u", "nowhere"], capture_output=True)
     assert bad.returncode == 78 and b"upstreams.balance.servers[0]" in bad.stderr
+
+
+def test_upstream_connections_are_kept_alive_and_reused(pybackend, balancer):
+    """Requests one after another, each on a new client connection: the
+    server sees one connection per worker (the pool's), not one per request.
+    With keepalive.size 0 the same count shows a connection per request."""
+    be = pybackend("ka")
+    lb = balancer(group(["127.0.0.1:%d" % be.port]), workers=2)
+    seen0 = be.count()
+    conns0 = be.conns()
+    for i in range(40):
+        r = get(lb.port, "/id?n=%d" % i)
+        assert r.status == 200 and r.body == b"ka", r
+    opened = be.conns() - conns0 - 1  # less the one asking
+    assert be.count() - seen0 == 40
+    assert 1 <= opened <= 2, "40 requests through 2 workers opened %d upstream connections" % opened
+
+    lb0 = balancer(group(["127.0.0.1:%d" % be.port], keepalive={"size": 0}), workers=1)
+    conns0 = be.conns()
+    for i in range(10):
+        assert get(lb0.port, "/id?m=%d" % i).status == 200
+    assert be.conns() - conns0 - 1 == 10, "keepalive.size 0: a connection per request"
+
+
+def test_a_malformed_upstream_response_is_502(rawbackend, balancer):
+    bad = {
+        "/status-line": b"HTTP/1.1 two hundred OK\r\nContent-Length: 2\r\n\r\nok",
+        "/not-http": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        "/field": b"HTTP/1.1 200 OK\r\nNo colon here\r\nContent-Length: 2\r\n\r\nok",
+        "/length": b"HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok",
+        "/two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    }
+
+    def handler(conn, head):
+        path = head.split(b" ")[1].decode()
+        if path in bad:
+            conn.sendall(bad[path])
+            return False
+        return answer(conn, 200, b"fine")
+
+    be = rawbackend(handler)
+    lb = balancer(group(["127.0.0.1:%d" % be.port], passive={"failures": 0}), workers=1)
+    with rawhttp.Conn(lb.port) as c:
+        for path in bad:
+            c.send(rawhttp.get(path))
+            r = c.read_response()
+            assert r.status == 502, (path, r)
+            rawhttp.assert_json_error(r)
+            assert r.json() == {"error": "bad response from upstream"}, (path, r)
+        c.send(rawhttp.get("/ok"))  # the client's connection goes on
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"fine", r
+    assert be.paths() == list(bad) + ["/ok"], "each sent once: a malformed answer is not retried"
+    lines = rawhttp.wait_for(lambda: [l for l in access_lines(lb) if l["path"] in bad][len(bad) - 1:] and
+                             [l for l in access_lines(lb) if l["path"] in bad], 5)
+    assert lines and all(l["status"] == 502 and "skipped=127.0.0.1:%d:bad_response" % be.port in l["upstream"]
+                         for l in lines), lines
+    assert lb.log().count("sent a bad response") == len(bad)
+
+
+def test_every_server_at_max_conns_is_503(pybackend, balancer):
+    a, b = pybackend("a"), pybackend("b")
+    lb = balancer(group([{"address": "127.0.0.1:%d" % a.port, "max_conns": 1},
+                         {"address": "127.0.0.1:%d" % b.port, "max_conns": 1}]), workers=1)
+    held = [rawhttp.Conn(lb.port, timeout=15) for _ in range(2)]
+    try:
+        for c in held:
+            c.send(rawhttp.get("/slow?ms=4000"))
+        assert rawhttp.wait_for(lambda: [s["inflight"] for s in servers(lb).values()] == [1, 1], 5), servers(lb)
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = get(lb.port, "/id")
+            took = time.monotonic() - t0
+            assert r.status == 503, r
+            rawhttp.assert_json_error(r)
+            assert r.json() == {"error": "upstream servers are all at max_conns"}, r
+            assert took < 1.5, "at once, not when a server frees up: %.2f s" % took
+        assert a.count() + b.count() == 2, "the 503s reached no server"
+        for c in held:
+            assert c.read_response().status == 200
+    finally:
+        for c in held:
+            c.close()
+    r = get(lb.port, "/id")
+    assert r.status == 200 and r.body in (b"a", b"b"), "below max_conns again"
+    line = rawhttp.wait_for(lambda: [l for l in access_lines(lb) if l["status"] == 503], 5)
+    assert line and line[0]["upstream"].startswith("- attempts=0"), line
+
+
+class Gate:
+    """Holds requests until opened; a new one for each phase."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+
+def test_retries_stop_at_the_retry_budget(rawbackend, balancer):
+    """Server R resets /r requests after reading them (a GET it saw: its
+    retry counts against the budget), server S holds every request until
+    the test lets it go, so a retried request stays retrying. /r requests
+    are sent one at a time: each one held (first sent to S, or retried
+    there) or answered 502 (its retry refused). A retry is allowed while
+    fewer than retry_budget.min (3) are retrying, or while the retrying
+    are fewer than retry_budget.percent (20 %) of the requests in flight;
+    /hold requests held on both servers beforehand raise that number."""
+    gate = [Gate()]
+
+    def r_handler(conn, head):
+        if head.split(b" ")[1].startswith(b"/r"):
+            return reset(conn)
+        gate[0].event.wait(30)
+        return answer(conn, 200, b"R")
+
+    def s_handler(conn, head):
+        gate[0].event.wait(30)
+        return answer(conn, 200, b"S")
+
+    rb, sb = rawbackend(r_handler), rawbackend(s_handler)
+    lb = balancer(group([{"address": "127.0.0.1:%d" % rb.port, "weight": 3}, "127.0.0.1:%d" % sb.port],
+                        passive={"failures": 0}), workers=1)  # one worker: one budget
+
+    def phase(tag, fillers, sends):
+        conns, retried, refused, s_first = [], 0, 0, 0
+        try:
+            for i in range(fillers):
+                c = rawhttp.Conn(lb.port, timeout=30)
+                conns.append(c)
+                c.send(rawhttp.get("/hold?%s%d" % (tag, i)))
+            assert rawhttp.wait_for(lambda: sum(p.startswith("/hold?" + tag) for p in rb.paths() + sb.paths())
+                                    == fillers, 10), "the fillers are held"
+            held = 0
+            for j in range(sends):
+                path = "/r?%s%d" % (tag, j)
+                c = rawhttp.Conn(lb.port, timeout=30)
+                c.send(rawhttp.get(path))
+                deadline, outcome = time.monotonic() + 10, None
+                while outcome is None and time.monotonic() < deadline:
+                    if path in sb.paths():
+                        outcome = "held"
+                    elif select.select([c.sock], [], [], 0.01)[0]:
+                        outcome = c.read_response()
+                assert outcome is not None, "%s: neither held nor answered" % path
+                if path not in rb.paths():  # S first: held there, no retry
+                    assert outcome == "held", (path, outcome)
+                    s_first += 1
+                    held += 1
+                    conns.append(c)
+                    continue
+                inflight = fillers + held + 1
+                allowed = retried < 3 or retried * 100 < inflight * 20
+                if allowed:
+                    assert outcome == "held", "%s: a retry refused with %d retrying of %d in flight" % (
+                        path, retried, inflight)
+                    retried += 1
+                    held += 1
+                    conns.append(c)
+                else:
+                    assert outcome != "held", "%s: retried beyond the budget: %d retrying of %d in flight" % (
+                        path, retried, inflight)
+                    assert outcome.status == 502 and outcome.json() == {"error": "upstream failed"}, outcome
+                    refused += 1
+                    c.close()
+            gate[0].event.set()
+            for c in conns:
+                assert c.read_response().status == 200
+        finally:
+            gate[0].event.set()
+            for c in conns:
+                c.close()
+        gate[0] = Gate()
+        return retried, refused, s_first
+
+    # nothing else in flight: the minimum, 3 retrying at once
+    retried, refused, _ = phase("a", 0, 8)
+    assert retried == 3 and refused >= 1, (retried, refused)
+    # 20 requests held first: 20 % of those in flight is more than 3
+    retried, refused, s_first = phase("b", 20, 16)
+    assert retried > 3 and refused >= 1, (retried, refused, s_first)
+    assert rb.paths().count("/r?a0") == 1, "each request reached R once"

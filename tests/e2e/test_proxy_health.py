@@ -133,3 +133,23 @@ def test_reload_changes_the_group(pybackend, balancer):
 
 def get_id(lb):
     return rawhttp.exchange(lb.port, rawhttp.get("/id")).body
+
+
+def test_checks_are_made_once_per_interval_not_once_per_worker(pybackend, balancer):
+    """With 3 workers, a server gets one check per interval from the whole
+    cluster: over a window, about window / interval checks, not three times
+    as many."""
+    be = pybackend("checked")
+    interval = 0.2
+    lb = balancer(group(["127.0.0.1:%d" % be.port], health={"path": "/health", "interval": "200ms"}), workers=3)
+    assert rawhttp.wait_for(lambda: be.count("/health") > 0, 5), "no check arrived"
+    n0, t0 = be.count("/health"), time.monotonic()
+    time.sleep(3.0)
+    n1, t1 = be.count("/health"), time.monotonic()
+    expected = (t1 - t0) / interval
+    got = n1 - n0
+    # a loaded machine runs checks late (fewer), never more often; once per
+    # worker would be about 3 x expected
+    assert expected * 0.4 <= got <= expected * 1.3 + 2, \
+        "%d checks in %.2f s at one per %.1f s (%.0f expected)" % (got, t1 - t0, interval, expected)
+    assert "with 3 workers" in lb.log()

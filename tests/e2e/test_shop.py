@@ -27,6 +27,7 @@ def shop_config(redis_url=None):
         "routes": [
             {"path": "/cached/products/:id", "handler": "product", "cache": {"ttl": 3}},
             {"path": "/cached/hello", "handler": "hello", "cache": {"ttl": 60}},
+            {"path": "/kept/products/:id", "handler": "product", "cache": {"ttl": 60}},
             {"path": "/count/me", "handler": "hello"},
         ],
     }
@@ -342,7 +343,9 @@ def test_an_add_retried_after_a_503_is_made_once(cohort, tmp_path):
 # --- health ---------------------------------------------------------------------
 
 def test_health_and_ready(shop):
-    assert ok_json(call(shop, "GET", "/health"), 200) if False else call(shop, "GET", "/health").status == 200
+    r = call(shop, "GET", "/health")
+    assert r.status == 200 and r.header("Content-Type") == "application/json", r
+    assert r.json() == {"status": "ok"}
     doc = ok_json(call(shop, "GET", "/health/ready"))
     assert doc == {"status": "ready", "checks": {
         "sqlite": "up", "redis": "up" if shop.redis else "not configured"}}
@@ -378,6 +381,46 @@ def test_response_cache(shop):
         h2 = call(shop, "GET", "/cached/hello", conn=c)
         assert h2.header("X-Cache") == "HIT" and h2.body == h1.body == b"Hello World\n"
         assert h2.header("Content-Type") == "text/plain"
+
+
+def cache_counts(s):
+    doc = json.loads(call(s, "GET", "/stats").body)["totals"]["cache"]
+    return doc["hits"], doc["misses"]
+
+
+def test_a_response_cache_hit_does_not_reach_the_store(shop):
+    """A route with cache.ttl 60, asked again after its product changed in
+    the store, still answers the first answer, from the cache: X-Cache: HIT,
+    the old body, and one cache hit with no miss counted for it (a miss
+    would have run the handler, which reads the catalog). With Redis the
+    change is a PUT: it drops the catalog's entry (the handler would read
+    the new price, as /api/products shows) but not the response cache's,
+    which lives out its TTL. Without Redis a PUT empties the worker's whole
+    cache (docs/shop.md), so the change is written into SQLite behind the
+    server's back."""
+    pid = 971
+    path = "/kept/products/%d" % pid
+    with Conn(shop.port) as c:  # one connection: one worker (its cache, without Redis)
+        first = call(shop, "GET", path, conn=c)
+        assert first.status == 200 and first.header("X-Cache") is None, first
+        old = first.json()
+        new_price = old["price"] + 11
+        if shop.redis:
+            ok_json(call(shop, "PUT", "/api/products/%d" % pid, {"price": new_price}, headers=AUTH))
+            assert wait_for(lambda: ok_json(call(shop, "GET", "/api/products/%d" % pid, conn=c))["price"] ==
+                            new_price, 5), "the handler's catalog never saw the change"
+        else:
+            db = sqlite3.connect(os.path.join(shop.workdir, "data", "shop.db"), timeout=10)
+            try:
+                with db:
+                    assert db.execute("UPDATE products SET price = ? WHERE id = ?", (new_price, pid)).rowcount == 1
+            finally:
+                db.close()
+        hits, misses = cache_counts(shop)
+        again = call(shop, "GET", path, conn=c)
+        assert (again.status, again.header("X-Cache")) == (200, "HIT"), again
+        assert again.json() == old and again.body == first.body, "served from the cache, not the store"
+        assert cache_counts(shop) == (hits + 1, misses), "one cache hit, nothing looked up after it"
 
 
 def test_static_files_are_not_response_cached(cohort):

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache/redis.h"
@@ -144,7 +145,6 @@ static int is_up(struct probe *p) { return cache_redis_up(p->r); }
 static int is_down(struct probe *p) { return !cache_redis_up(p->r); }
 static int got_null(struct probe *p) { return p->nulls > 0; }
 static int got_reply(struct probe *p) { return p->replies > 0; }
-static int never(struct probe *p) { (void)p; return 0; }
 
 static void closed(void *arg)
 {
@@ -220,6 +220,45 @@ Test(redis, hung_server_hits_the_command_timeout_then_recovers)
     close_probe(&p);
 }
 
+/* A listener on Redis's port that takes each connection and closes it
+ * at once: every reconnect attempt is seen, and each fails (no PONG). */
+#define MAX_ATTEMPTS 16
+static int fake_fd = -1;
+static uint64_t attempt_ms[MAX_ATTEMPTS];
+static int attempts;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void listen_fake(void)
+{
+    int one = 1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)redis_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    fake_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    cr_assert_geq(fake_fd, 0);
+    setsockopt(fake_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    cr_assert_eq(bind(fake_fd, (struct sockaddr *)&a, sizeof a), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(listen(fake_fd, 16), 0);
+}
+
+/* Takes the attempts that arrived; true once MAX_ATTEMPTS did. */
+static int take_attempts(struct probe *p)
+{
+    int c;
+    (void)p;
+    while ((c = accept(fake_fd, NULL, NULL)) >= 0) {
+        if (attempts < MAX_ATTEMPTS)
+            attempt_ms[attempts++] = mono_ms();
+        close(c);
+    }
+    return attempts >= MAX_ATTEMPTS;
+}
+
 Test(redis, restart_reconnects_with_backoff)
 {
     uv_loop_t loop;
@@ -227,9 +266,25 @@ Test(redis, restart_reconnects_with_backoff)
     uv_loop_init(&loop);
     connect_probe(&p, &loop, 10000);
     stop_redis();
+    listen_fake();
     cr_assert(run_until(&p, is_down, 5000), "a killed Redis is noticed");
-    run_until(&p, never, 700); /* several failed attempts: 100, 200, 300 ms... */
+    /* attempt n waits min(n x 100 ms, 3 s) after the failure before it:
+     * 100 ms, 200, 300... so 6 attempts take 2.1 s; a tight loop would
+     * make hundreds */
+    run_until(&p, take_attempts, 2500);
     cr_assert_eq(p.ups, 1, "up while Redis is away");
+    cr_assert_geq(attempts, 4, "only %d reconnect attempts in 2.5 s", attempts);
+    cr_assert_leq(attempts, 8, "%d reconnect attempts in 2.5 s: no backoff", attempts);
+    /* the i-th gap seen follows a failure numbered i + 1 or later (the first
+     * attempts may have been refused before the listener was up); a timer
+     * never fires early, and the failure comes after the accept */
+    for (int i = 1; i < attempts; i++) {
+        uint64_t gap = attempt_ms[i] - attempt_ms[i - 1], floor = (uint64_t)(i + 1) * 100;
+        cr_assert_geq(gap + 2, floor, "attempt %d came %llu ms after the one before, not %llu or more", i,
+                      (unsigned long long)gap, (unsigned long long)floor);
+    }
+    close(fake_fd);
+    fake_fd = -1;
     start_redis();
     cr_assert(run_until(&p, is_up, 5000), "did not reconnect");
     cr_assert_eq(p.ups, 2);

@@ -340,7 +340,8 @@ def test_upstream_connections_are_kept_alive_and_reused(pybackend, balancer):
     server sees one connection per worker (the pool's), not one per request.
     With keepalive.size 0 the same count shows a connection per request."""
     be = pybackend("ka")
-    lb = balancer(group(["127.0.0.1:%d" % be.port]), workers=2)
+    # an idle_timeout no pause of a loaded machine reaches
+    lb = balancer(group(["127.0.0.1:%d" % be.port], keepalive={"idle_timeout": "60s"}), workers=2)
     seen0 = be.count()
     conns0 = be.conns()
     for i in range(40):
@@ -393,40 +394,41 @@ def test_a_malformed_upstream_response_is_502(rawbackend, balancer):
     assert lb.log().count("sent a bad response") == len(bad)
 
 
-def test_every_server_at_max_conns_is_503(pybackend, balancer):
-    a, b = pybackend("a"), pybackend("b")
+def test_every_server_at_max_conns_is_503(rawbackend, balancer):
+    gate = threading.Event()
+
+    def hold(conn, head):
+        gate.wait(30)
+        return answer(conn, 200, b"done")
+
+    a, b = rawbackend(hold), rawbackend(hold)
     lb = balancer(group([{"address": "127.0.0.1:%d" % a.port, "max_conns": 1},
                          {"address": "127.0.0.1:%d" % b.port, "max_conns": 1}]), workers=1)
-    held = [rawhttp.Conn(lb.port, timeout=15) for _ in range(2)]
+    held = [rawhttp.Conn(lb.port, timeout=30) for _ in range(2)]
     try:
-        for c in held:
-            c.send(rawhttp.get("/slow?ms=4000"))
-        assert rawhttp.wait_for(lambda: [s["inflight"] for s in servers(lb).values()] == [1, 1], 5), servers(lb)
-        for _ in range(3):
+        for i, c in enumerate(held):
+            c.send(rawhttp.get("/held%d" % i))
+        assert rawhttp.wait_for(lambda: len(a.paths()) == len(b.paths()) == 1, 5), (a.paths(), b.paths())
+        for i in range(3):
             t0 = time.monotonic()
-            r = get(lb.port, "/id")
+            r = get(lb.port, "/full%d" % i)
             took = time.monotonic() - t0
             assert r.status == 503, r
             rawhttp.assert_json_error(r)
             assert r.json() == {"error": "upstream servers are all at max_conns"}, r
             assert took < 1.5, "at once, not when a server frees up: %.2f s" % took
-        assert a.count() + b.count() == 2, "the 503s reached no server"
+        assert len(a.paths()) + len(b.paths()) == 2, "the 503s reached no server"
+        gate.set()
         for c in held:
             assert c.read_response().status == 200
     finally:
+        gate.set()
         for c in held:
             c.close()
-    r = get(lb.port, "/id")
-    assert r.status == 200 and r.body in (b"a", b"b"), "below max_conns again"
+    r = get(lb.port, "/after")
+    assert r.status == 200 and r.body == b"done", "below max_conns again"
     line = rawhttp.wait_for(lambda: [l for l in access_lines(lb) if l["status"] == 503], 5)
     assert line and line[0]["upstream"].startswith("- attempts=0"), line
-
-
-class Gate:
-    """Holds requests until opened; a new one for each phase."""
-
-    def __init__(self):
-        self.event = threading.Event()
 
 
 def test_retries_stop_at_the_retry_budget(rawbackend, balancer):
@@ -438,16 +440,16 @@ def test_retries_stop_at_the_retry_budget(rawbackend, balancer):
     fewer than retry_budget.min (3) are retrying, or while the retrying
     are fewer than retry_budget.percent (20 %) of the requests in flight;
     /hold requests held on both servers beforehand raise that number."""
-    gate = [Gate()]
+    gate = [threading.Event()]  # a new one for each phase
 
     def r_handler(conn, head):
         if head.split(b" ")[1].startswith(b"/r"):
             return reset(conn)
-        gate[0].event.wait(30)
+        gate[0].wait(30)
         return answer(conn, 200, b"R")
 
     def s_handler(conn, head):
-        gate[0].event.wait(30)
+        gate[0].wait(30)
         return answer(conn, 200, b"S")
 
     rb, sb = rawbackend(r_handler), rawbackend(s_handler)
@@ -495,14 +497,14 @@ def test_retries_stop_at_the_retry_budget(rawbackend, balancer):
                     assert outcome.status == 502 and outcome.json() == {"error": "upstream failed"}, outcome
                     refused += 1
                     c.close()
-            gate[0].event.set()
+            gate[0].set()
             for c in conns:
                 assert c.read_response().status == 200
         finally:
-            gate[0].event.set()
+            gate[0].set()
             for c in conns:
                 c.close()
-        gate[0] = Gate()
+        gate[0] = threading.Event()
         return retried, refused, s_first
 
     # nothing else in flight: the minimum, 3 retrying at once

@@ -4,7 +4,9 @@
 the end of the test); `balancer(upstreams, ...)` starts `cohort serve` with a
 config whose one route proxies every path to the group "app", waits until
 it serves, and returns the conftest Server (stopped and checked by pid at
-the end: exit 0, no sanitizer report, no worker death).
+the end: exit 0, no sanitizer report, no worker death); `rawbackend(handler)`
+starts a server scripted by the test (a RawBackend: threads on a free port,
+stopped at the end of the test).
 """
 import json
 import os

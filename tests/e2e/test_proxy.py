@@ -1,7 +1,9 @@
-"""The load balancer: forwarding, headers, distribution, retries, timeouts,
-stickiness, WebSocket, `cohort balance`. Backends are `cohort serve`
-instances and tests/e2e/pybackend.py, all on 127.0.0.1 free ports, stopped
-by pid."""
+"""The load balancer: forwarding, headers, distribution, retries and the
+retry budget, timeouts, stickiness, WebSocket, keep-alive pools, malformed
+answers, max_conns, `cohort balance`. Backends are `cohort serve` instances
+and tests/e2e/pybackend.py, all on 127.0.0.1 free ports, stopped by pid, and
+servers scripted in the test (proxyutil.RawBackend, threads of the test,
+stopped at its end)."""
 import base64
 import json
 import os

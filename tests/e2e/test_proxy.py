@@ -515,4 +515,5 @@ def test_retries_stop_at_the_retry_budget(rawbackend, balancer):
     # 20 requests held first: 20 % of those in flight is more than 3
     retried, refused, s_first = phase("b", 20, 16)
     assert retried > 3 and refused >= 1, (retried, refused, s_first)
-    assert rb.paths().count("/r?a0") == 1, "each request reached R once"
+    resets = [p for p in rb.paths() if p.startswith("/r")]
+    assert len(resets) == len(set(resets)), "a request reached R twice"

@@ -97,6 +97,7 @@ static int parse_opts(int argc, char **argv, const char *cmd, const char *what, 
                                        ['s'] = "schedule"};
     memset(o, 0, sizeof(*o));
     o->src.use_environ = 1;
+    o->src.check_fs = strcmp(cmd, "serve") == 0 || strcmp(cmd, "check-config") == 0;
     o->src.overrides = o->overrides;
     opterr = 0;
     optind = 1;
@@ -391,6 +392,7 @@ static int cmd_balance(int argc, char **argv)
     src.file = b.file;
     src.no_files = !b.file; /* config/ is the application server's, not ours */
     src.use_environ = 1;
+    src.check_fs = 1;
     src.overrides = b.ov;
     if (cfg_load(&src, &cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "cohort: %s\n", err);

@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* --- the key table ---------------------------------------------------- */
@@ -39,6 +41,7 @@ enum store { S_INT, S_I64, S_STR, S_ROUTES, S_UPSTREAMS, S_SERVERS };
 
 #define F_RELOAD 1u   /* may change on reload without a restart */
 #define F_REQUIRED 2u /* route keys only: every route must set it */
+#define F_PATH 4u     /* a file or folder: made absolute as it is loaded (resolve_path) */
 
 struct key {
     const char *name; /* "server.port"; route keys are "routes[].path" */
@@ -131,16 +134,19 @@ static const struct key keys[] = {
      .max = 1024 * GIB, .def = "512M", .flags = F_RELOAD, .env = "MAX_MEMORY",
      .desc = "RSS above which a worker is replaced (new one first, then the old drains); 0 turns it off."},
     {.name = "memory_check_interval", .type = T_DURATION, .store = S_I64,
-     .off = TOP(memory_check_interval_ms), .min = 100 * MS, .max = HOUR, .def = "5s", .flags = F_RELOAD,
-     .desc = "How often each worker compares its RSS with max_memory."},
+     .off = TOP(memory_check_interval_ms), .min = SEC, .max = HOUR, .def = "5s", .flags = F_RELOAD,
+     .desc = "How often each worker compares its RSS with max_memory; the worker checks its limits once a "
+             "second, so this is rounded up to whole seconds."},
     {.name = "max_requests", .type = T_INT, .store = S_I64, .off = TOP(max_requests), .min = 0,
      .max = INT64_MAX / 2, .def = "0", .flags = F_RELOAD,
      .desc = "Requests after which a worker is replaced; 0 means never."},
     {.name = "max_errors", .type = T_INT, .store = S_INT, .off = TOP(max_errors), .min = 0, .max = 1000000,
      .def = "10", .flags = F_RELOAD,
      .desc = "Internal errors (500 answers) within error_window after which a worker is replaced; 0 turns it off."},
-    {.name = "error_window", .type = T_DURATION, .store = S_I64, .off = TOP(error_window_ms), .min = MS,
-     .max = HOUR, .def = "60s", .flags = F_RELOAD, .desc = "The window max_errors counts in."},
+    {.name = "error_window", .type = T_DURATION, .store = S_I64, .off = TOP(error_window_ms), .min = SEC,
+     .max = HOUR, .def = "60s", .flags = F_RELOAD,
+     .desc = "The window max_errors counts in; 500s are counted by the worker's once-a-second check, so "
+             "their times are known to the second."},
     {.name = "max_connections", .type = T_INT, .store = S_INT, .off = TOP(max_connections), .min = 0,
      .max = 10000000, .def = "0", .flags = F_RELOAD,
      .desc = "Open connections per worker above which round_robin and least_loaded skip it; 0 means no limit."},
@@ -149,11 +155,11 @@ static const struct key keys[] = {
     {.name = "group", .type = T_STRING, .store = S_STR, .off = TOP(group), .check = check_group,
      .bounds = "an existing group", .desc = "Workers run with this group; default: the user's own."},
     {.name = "control.socket", .type = T_STRING, .store = S_STR, .off = TOP(control_socket),
-     .check = check_file_path, .bounds = "a file path",
+     .check = check_file_path, .flags = F_PATH, .bounds = "a file path",
      .desc = "Unix socket `cohort status`, `reload` and `stop` talk to; default "
              "$XDG_RUNTIME_DIR (or /tmp)/cohort-<port>.sock."},
     {.name = "control.pid_file", .type = T_STRING, .store = S_STR, .off = TOP(pid_file),
-     .check = check_file_path, .bounds = "a file path",
+     .check = check_file_path, .flags = F_PATH, .bounds = "a file path",
      .desc = "Where the master writes its pid; default $XDG_RUNTIME_DIR (or /tmp)/cohort-<port>.pid."},
     {.name = "limits.max_body", .type = T_SIZE, .store = S_I64, .off = TOP(limits.max_body), .min = 0,
      .max = GIB, .def = "1M", .flags = F_RELOAD, .desc = "Largest request body."},
@@ -178,10 +184,10 @@ static const struct key keys[] = {
      .min = MS, .max = HOUR, .def = "30s", .flags = F_RELOAD,
      .desc = "Longest pause while the client does not read the response."},
     {.name = "log.access", .type = T_STRING, .store = S_STR, .off = TOP(log.access), .check = check_log_target,
-     .def = "off", .flags = F_RELOAD, .env = "LOG_ACCESS", .bounds = "off, stderr, or a file path",
+     .def = "off", .flags = F_RELOAD | F_PATH, .env = "LOG_ACCESS", .bounds = "off, stderr, or a file path",
      .desc = "Access log: one JSON line per request, buffered per worker; a file is appended to and reopened on SIGUSR1."},
     {.name = "log.error", .type = T_STRING, .store = S_STR, .off = TOP(log.error), .check = check_log_target,
-     .def = "stderr", .bounds = "stderr, or a file path",
+     .def = "stderr", .flags = F_PATH, .bounds = "stderr, or a file path",
      .desc = "Error log: JSON lines of every process; a file is appended to and reopened on SIGUSR1."},
     {.name = "log.level", .type = T_ENUM, .store = S_INT, .off = TOP(log.level), .values = log_levels,
      .def = "info", .flags = F_RELOAD, .desc = "Least severe level written to the error log."},
@@ -195,9 +201,8 @@ static const struct key keys[] = {
      .def = "0",
      .desc = "A separate listener for /metrics, /stats and /status (which then leave the main one); 0: none."},
     {.name = "store.path", .type = T_STRING, .store = S_STR, .off = TOP(store.path), .check = check_root,
-     .def = "data/shop.db", .flags = F_RELOAD, .bounds = "a file path",
-     .desc = "SQLite catalog (and carts and counters without Redis); relative to the working directory, "
-             "folders created as needed."},
+     .def = "data/shop.db", .flags = F_RELOAD | F_PATH, .bounds = "a file path",
+     .desc = "SQLite catalog (and carts and counters without Redis); folders created as needed."},
     {.name = "redis.url", .type = T_STRING, .store = S_STR, .off = TOP(redis.url), .check = check_redis_url,
      .flags = F_RELOAD, .env = "REDIS_URL", .bounds = "redis://[:password@]host[:port][/db], or empty",
      .desc = "Redis for the cache, carts and request counters; none (and no redis.sentinels): SQLite and a "
@@ -327,8 +332,10 @@ static const struct key keys[] = {
      .desc = "What answers: files from root, a hello page, the health check, or a shop endpoint "
              "(docs/shop.md)."},
     {.name = ROUTE_PREFIX "root", .type = T_STRING, .store = S_STR, .off = ROUTE(root),
-     .check = check_root, .flags = F_RELOAD,
-     .bounds = "required for static, not allowed otherwise", .desc = "Folder the static handler serves."},
+     .check = check_root, .flags = F_RELOAD | F_PATH,
+     .bounds = "required for static, not allowed otherwise; an existing folder",
+     .desc = "Folder the static handler serves; `serve` and `check-config` refuse one that is missing or "
+             "not readable."},
     {.name = ROUTE_PREFIX "cache.ttl", .type = T_DURATION, .store = S_I64, .off = ROUTE(cache_ttl_ms),
      .min = 0, .max = 24 * HOUR, .flags = F_RELOAD,
      .desc = "Response cache: GET answers (200, no Set-Cookie, no `Cache-Control: no-store`) are kept this "
@@ -611,6 +618,14 @@ struct origin {
     size_t npos;
 };
 
+/* Where a path-valued key got its value, for checks made once every
+ * source is in (check_roots); the last note of a path is the one in force. */
+struct note {
+    char *path;  /* "routes[0].root" */
+    char *label; /* the source when not a file; NULL: the file find_pos names */
+    char *given; /* the value as written, before resolve_path */
+};
+
 struct ctx {
     struct origin files[2]; /* default.json and <env>.json, or one file */
     size_t nfiles;
@@ -618,6 +633,9 @@ struct ctx {
     const char *raw;   /* the value as text, when it came as text */
     char *err;
     size_t errlen;
+    bool resolve;      /* make relative paths absolute (cfg_load; cfg_from_json has them so) */
+    struct note *notes;
+    size_t nnotes;
 };
 
 #define SHOWN 72
@@ -938,17 +956,134 @@ static int set_enum(struct ctx *x, const struct key *k, const char *path, json_t
     return report(x, path, false, "%s is not one of %s", show(v, buf), list);
 }
 
+/* --- paths ------------------------------------------------------------ */
+
+/* The words of the log keys that name no file. */
+static bool names_no_file(const struct key *k, const char *s)
+{
+    if (k->check != check_log_target)
+        return false;
+    return strcmp(s, "stderr") == 0 ||
+           (k->off == TOP(log.access) && (strcmp(s, "off") == 0 || strcmp(s, "stdout") == 0));
+}
+
+/*
+ * The folder relative paths of this source are resolved against: the
+ * folder of the file the value came from (symlinks resolved), or the
+ * working directory for defaults, the environment and the command line.
+ */
+static char *base_dir(const struct ctx *x, const char *path)
+{
+    const char *file = NULL;
+    if (x->label || !x->nfiles)
+        return getcwd(NULL, 0);
+    find_pos(x, path, &file);
+    char *copy = strdup(file), *slash = copy ? strrchr(copy, '/') : NULL;
+    if (!copy)
+        return NULL;
+    if (slash)
+        slash[slash == copy] = '\0'; /* "/x.json" keeps its "/" */
+    char *dir = realpath(slash ? copy : ".", NULL);
+    free(copy);
+    return dir;
+}
+
+/*
+ * base + "/" + rel. Leading "./" and "../" segments of rel are folded into
+ * base, which has no symlinks, so "../public" from /srv/app/config is
+ * /srv/app/public; later segments are kept as written.
+ */
+static char *join_path(const char *base, const char *rel)
+{
+    size_t n = strlen(base);
+    char *out;
+    for (;;) {
+        if (rel[0] == '.' && (rel[1] == '/' || !rel[1])) {
+            rel += 1;
+        } else if (rel[0] == '.' && rel[1] == '.' && (rel[2] == '/' || !rel[2])) {
+            rel += 2;
+            while (n > 1 && base[n - 1] != '/')
+                n--;
+            n -= n > 1; /* the slash before the dropped segment, unless it is the root */
+        } else {
+            break;
+        }
+        while (*rel == '/')
+            rel++;
+    }
+    bool root = n == 1 && base[0] == '/';
+    if (asprintf(&out, "%.*s%s%s", (int)n, base, *rel && !root ? "/" : "", rel) < 0)
+        return NULL;
+    return out;
+}
+
+/* *out: the absolute path for a relative one, else NULL (keep it as given). */
+static int resolve_path(const struct ctx *x, const struct key *k, const char *path, const char *s, char **out)
+{
+    *out = NULL;
+    if (!x->resolve || !*s || s[0] == '/' || names_no_file(k, s))
+        return 0;
+    char *base = base_dir(x, path);
+    if (!base)
+        return fail(x, -EINVAL, "%s: cannot find the folder %s is relative to: %s", path, s, strerror(errno));
+    *out = join_path(base, s);
+    free(base);
+    return *out ? 0 : no_memory(x);
+}
+
+static int add_note(struct ctx *x, const char *path, const char *given)
+{
+    struct note *n = realloc(x->notes, (x->nnotes + 1) * sizeof *n);
+    if (!n)
+        return no_memory(x);
+    x->notes = n;
+    n = &x->notes[x->nnotes];
+    *n = (struct note){strdup(path), x->label ? strdup(x->label) : NULL, strdup(given)};
+    if (!n->path || !n->given || (x->label && !n->label)) {
+        free(n->path), free(n->label), free(n->given);
+        return no_memory(x);
+    }
+    x->nnotes++;
+    return 0;
+}
+
+static const struct note *find_note(const struct ctx *x, const char *path)
+{
+    for (size_t i = x->nnotes; i-- > 0;)
+        if (strcmp(x->notes[i].path, path) == 0)
+            return &x->notes[i];
+    return NULL;
+}
+
+static void free_notes(struct ctx *x)
+{
+    for (size_t i = 0; i < x->nnotes; i++)
+        free(x->notes[i].path), free(x->notes[i].label), free(x->notes[i].given);
+    free(x->notes);
+    x->notes = NULL;
+    x->nnotes = 0;
+}
+
 static int set_string(struct ctx *x, const struct key *k, const char *path, json_t *v, void *base)
 {
-    char buf[SHOWN];
+    char buf[SHOWN], *abs = NULL;
 
     if (!json_is_string(v))
         return bad_type(x, path, v, "a string");
-    const char *s = json_string_value(v), *norm = s;
+    const char *given = json_string_value(v);
+    int rc = k->flags & F_PATH ? resolve_path(x, k, path, given, &abs) : 0;
+    if (rc)
+        return rc;
+    const char *s = abs ? abs : given, *norm = s;
     const char *why = k->check ? k->check(s, &norm) : NULL;
-    if (why)
-        return report(x, path, false, "%s %s", show(v, buf), why);
-    return store_str(x, k, base, norm);
+    if (why && abs)
+        rc = report(x, path, false, "%s (%s) %s", show(v, buf), abs, why);
+    else if (why)
+        rc = report(x, path, false, "%s %s", show(v, buf), why);
+    else if (!(rc = store_str(x, k, base, norm)) && (k->flags & F_PATH))
+        rc = add_note(x, path, given);
+    free(abs);
+    return rc;
 }
 
 /* --- routes ----------------------------------------------------------- */
@@ -1859,8 +1994,11 @@ static int scan_positions(const char *buf, size_t len, struct origin *o)
 
 /* --- reading files ---------------------------------------------------- */
 
+static void free_notes(struct ctx *x);
+
 static void ctx_free(struct ctx *x)
 {
+    free_notes(x);
     for (size_t i = 0; i < x->nfiles; i++) {
         free(x->files[i].name);
         free_pos(x->files[i].pos, x->files[i].npos);
@@ -2103,6 +2241,78 @@ static int apply_overrides(struct ctx *x, const char *const *ov, struct cfg *c)
     return rc;
 }
 
+/* --- static roots ----------------------------------------------------- */
+
+/*
+ * 0 when `user` may list and enter dir, else -errno: a child takes the
+ * identity the master gives workers (uv_spawn: no supplementary groups,
+ * the group, then the user) and asks. Only async-signal-safe calls after
+ * fork, as a reload runs this in the master, which has threads.
+ */
+static int access_as(const char *dir, const char *user, const char *group)
+{
+    struct passwd *pw = getpwnam(user);
+    struct group *gr = group ? getgrnam(group) : NULL;
+    if (!pw)
+        return -ENOENT;
+    uid_t uid = pw->pw_uid;
+    gid_t gid = gr ? gr->gr_gid : pw->pw_gid;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0)
+        _exit(setgroups(0, NULL) || setgid(gid) || setuid(uid) || access(dir, R_OK | X_OK) ? errno : 0);
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -errno;
+    return WIFEXITED(st) ? -WEXITSTATUS(st) : -EIO;
+}
+
+/* Why the static handler could not serve dir, or NULL. */
+static const char *root_problem(const struct cfg *c, const char *dir, char *buf, size_t len)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        return errno == ENOENT ? "does not exist" : strerror(errno);
+    if (!S_ISDIR(st.st_mode))
+        return "is not a folder";
+    bool as_user = c->user && geteuid() == 0;
+    int rc = as_user ? access_as(dir, c->user, c->group) : access(dir, R_OK | X_OK) < 0 ? -errno : 0;
+    if (!rc)
+        return NULL;
+    if (as_user)
+        snprintf(buf, len, "is not readable by user %s (the workers' user): %s", c->user, strerror(-rc));
+    else
+        snprintf(buf, len, "is not readable: %s", strerror(-rc));
+    return buf;
+}
+
+/* Every static root is a folder the workers can read: a worker that
+ * cannot open its root never starts, so such a config is refused here. */
+static int check_roots(struct ctx *x, const struct cfg *c)
+{
+    char path[48], why[200], shown[SHOWN];
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const char *root = c->routes[i].root, *problem = root ? root_problem(c, root, why, sizeof why) : NULL;
+        if (!problem)
+            continue;
+        snprintf(path, sizeof path, "routes[%zu].root", i);
+        const struct note *n = find_note(x, path);
+        json_t *v = json_string(n ? n->given : root);
+        const char *given = v ? show(v, shown) : root;
+        x->label = n ? n->label : NULL;
+        if (n && strcmp(n->given, root) != 0)
+            report(x, path, false, "%s (%s) %s", given, root, problem);
+        else
+            report(x, path, false, "%s %s", given, problem);
+        x->label = NULL;
+        json_decref(v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* --- loading ---------------------------------------------------------- */
 
 static int available_cpus(void)
@@ -2144,7 +2354,7 @@ static int resolve_env(const struct ctx *x, const struct cfg_sources *src, char 
 int cfg_load(const struct cfg_sources *src, struct cfg *out, char *err, size_t errlen)
 {
     static const struct cfg_sources none;
-    struct ctx x = {.err = err, .errlen = errlen};
+    struct ctx x = {.err = err, .errlen = errlen, .resolve = true};
     struct cfg c = {0};
     json_t *tree = NULL;
     int rc;
@@ -2169,6 +2379,8 @@ int cfg_load(const struct cfg_sources *src, struct cfg *out, char *err, size_t e
         rc = check_upstream_refs(&x, &c);
     if (!rc)
         rc = check_redis(&x, &c);
+    if (!rc && src->check_fs)
+        rc = check_roots(&x, &c);
     json_decref(tree);
     ctx_free(&x);
     if (rc) {
@@ -2588,7 +2800,7 @@ void cfg_describe(FILE *out)
         snprintf(def, sizeof def, k->def ? "`%s`" : "%s",
                  k->def ? k->def : (k->flags & F_REQUIRED) ? "required" : "none");
         snprintf(env, sizeof env, k->env ? "`%s`" : "%s", k->env ? k->env : "");
-        fprintf(out, "| `%s` | %s | %s | %s | %s | %s | %s |\n", k->name, type_names[k->type], def,
+        fprintf(out, "| `%s` | %s | %s | %s | %s | %s | %s |\n", k->name, (k->flags & F_PATH) ? "path" : type_names[k->type], def,
                 describe_bounds(k, bounds, sizeof bounds), (k->flags & F_RELOAD) ? "yes" : "no", env,
                 k->desc);
     }

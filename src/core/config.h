@@ -11,6 +11,11 @@
  *      declare);
  *   4. command-line flags, given as "key=value" overrides by main.c.
  *
+ * A relative path (keys of type "path" in cfg_describe) is made absolute as
+ * it is loaded: against the folder of the file that set it, or against the
+ * working directory for defaults, the environment and the command line. The
+ * loaded struct cfg, and so cfg_to_json, holds absolute paths only.
+ *
  * Every error names where the value came from and what is wrong:
  *   config/production.json:12:5: server.port: 70000 is out of range 1..65535
  *   environment PORT: server.port: "abc" is not an integer
@@ -174,6 +179,8 @@ struct cfg_sources {
     const char *const *overrides; /* "key=value" strings from flags, NULL-ended */
     int use_environ;        /* read PORT, HOST, WORKERS from the environment */
     int no_files;           /* read no file at all (cohort balance without -c) */
+    int check_fs;           /* static roots must be folders the workers can read (serve,
+                               check-config; not status or stop, which must work while one is gone) */
 };
 
 /*

@@ -22,6 +22,10 @@ static void setup(void)
 {
     strcpy(dir, "/tmp/cohort-config-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
+    char *real = realpath(dir, NULL); /* paths in a loaded config have no symlinks in their base */
+    cr_assert_not_null(real);
+    snprintf(dir, sizeof dir, "%s", real);
+    free(real);
     unsetenv("COHORT_ENV");
     unsetenv("PORT");
     unsetenv("HOST");
@@ -262,14 +266,17 @@ Test(config, project_config_files_load)
     static const char *const envs[] = {"development", "production"};
     struct cfg c;
 
+    char *public = realpath("public", NULL);
+    cr_assert_not_null(public, "tests run from the repository root");
     for (size_t i = 0; i < 2; i++) {
-        struct cfg_sources s = {.config_dir = "config", .env = envs[i]};
+        struct cfg_sources s = {.config_dir = "config", .env = envs[i], .check_fs = 1};
         cr_assert_eq(cfg_load(&s, &c, err, sizeof err), 0, "%s: %s", envs[i], err);
         cr_assert_eq(c.nroutes, 1);
         cr_assert_str_eq(c.routes[0].path, "/static/*");
-        cr_assert_str_eq(c.routes[0].root, "public");
+        cr_assert_str_eq(c.routes[0].root, public, "\"../public\" from config/ is the repository's public/");
         cfg_free(&c);
     }
+    free(public);
     struct cfg_sources one = {.file = "config/default.json"};
     cr_assert_eq(cfg_load(&one, &c, err, sizeof err), 0, "%s", err);
     cr_assert_eq(c.port, 3000);
@@ -493,7 +500,7 @@ Test(config, routes_load)
             "            {\"path\": \"/health\", \"handler\": \"health\"}]}",
             &c);
     cr_assert_eq(c.nroutes, 3);
-    cr_assert_str_eq(c.routes[0].root, "public");
+    cr_assert_str_eq(c.routes[0].root, path_in("public"), "relative to the file's folder");
     cr_assert_str_eq(c.routes[1].path, "/api/products/:id");
     cr_assert_str_eq(c.routes[1].handler, "hello");
     cr_assert_null(c.routes[1].root);
@@ -683,7 +690,9 @@ Test(config, to_json_round_trip)
         cr_assert_not_null(p, "missing or out of order: %s\n%s", want[i], json);
         at = p;
     }
-    cr_assert_eq(strstr(json, "\"root\": \"pub\""), strstr(json, "\"root\""), "only the static route has a root");
+    char root[160];
+    snprintf(root, sizeof root, "\"root\": \"%s\"", path_in("pub"));
+    cr_assert_eq(strstr(json, root), strstr(json, "\"root\""), "only the static route has a root, absolute:\n%s", json);
     cr_assert_null(strstr(strstr(json, "\"root\"") + 1, "\"root\""), "%s", json);
     free(json);
     cfg_free(&a);

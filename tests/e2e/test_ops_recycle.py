@@ -16,7 +16,7 @@ def replaced(s, wid, old_pid, timeout):
 
 
 def test_memory_recycle_under_load(ops, wrk):
-    s = ops({"max_memory": "30M", "memory_check_interval": "200ms"}, binary=cohort_test_bin())
+    s = ops({"max_memory": "30M", "memory_check_interval": "1s"}, binary=cohort_test_bin())
     w = wrk(s.port, "/", connections=16, seconds=5)
     time.sleep(0.5)
     with Conn(s.port) as c:

@@ -217,7 +217,7 @@ def test_soak():
     cfg = opsutil.ops_config(workdir, conftest.free_port(), {
         "redis": {"url": redis.url, "command_timeout": "1s"},
         "store": {"path": os.path.join(workdir, "shop.db")},
-        "max_memory": "%dM" % MAX_MEMORY_MB, "memory_check_interval": "500ms",
+        "max_memory": "%dM" % MAX_MEMORY_MB, "memory_check_interval": "1s",
         "log": {"access": "off", "stats_interval": "0s"},
     }, workers=WORKERS)
     srv = opsutil.OpsServer(workdir, cfg, binary=opsutil.cohort_test_bin())

@@ -364,6 +364,23 @@ Test(config, out_of_range)
                  ":1:28: limits.max_headers: 10001 is out of range 1..10000");
 }
 
+/* The worker checks its limits once a second (src/proc/worker.c), so a
+ * shorter interval or window could not be honoured: refused, not accepted. */
+Test(config, limit_checks_are_not_shorter_than_a_second)
+{
+    struct cfg c;
+    expect_error("{\"memory_check_interval\": \"999ms\"}",
+                 ":1:27: memory_check_interval: \"999ms\" is out of range 1s..1h");
+    expect_error("{\"memory_check_interval\": 0.2}", ":1:27: memory_check_interval: 0.2 is out of range 1s..1h");
+    expect_error("{\"error_window\": \"500ms\"}", ":1:18: error_window: \"500ms\" is out of range 1s..1h");
+    expect_error("{\"error_window\": 0}", ":1:18: error_window: 0 is out of range 1s..1h");
+    expect_override_error("error_window=0.999", "command line: error_window: 0.999 is out of range 1s..1h");
+    ok_text("{\"memory_check_interval\": \"1s\", \"error_window\": 1}", &c);
+    cr_assert_eq(c.memory_check_interval_ms, 1000);
+    cr_assert_eq(c.error_window_ms, 1000);
+    cfg_free(&c);
+}
+
 Test(config, bad_enum)
 {
     expect_error("{\"schedule\": \"fast\"}", ":1:14: schedule: \"fast\" is not one of reuseport, shared, round_robin, least_loaded");
@@ -849,6 +866,52 @@ Test(config, docs_match_the_table)
         cr_assert_not_null(strstr(docs, want), "docs/config.md lacks %s with default %s; its row must be:\n%s",
                            key, def, line);
     }
+    free(text);
+    free(docs);
+}
+
+/* The "Reloadable" cell of a reference row ("| `k` | type | def | bounds | no | ..."). */
+static const char *reload_cell(const char *line, char key[static 128])
+{
+    const char *p = line;
+    for (int cell = 0; cell < 4 && p; cell++) /* past key, type, default and bounds */
+        p = strchr(p + 1, '|');
+    if (!p || sscanf(line, "| `%127[^`]`", key) != 1)
+        return NULL;
+    return strncmp(p, "| no |", 6) == 0 ? "no" : strncmp(p, "| yes |", 7) == 0 ? "yes" : NULL;
+}
+
+/* docs/operations.md's list of keys a reload leaves as they were is the set
+ * of keys the table marks not reloadable (cfg_keep_fixed walks the same). */
+Test(config, operations_lists_every_restart_only_key)
+{
+    char *docs = read_all("docs/operations.md");
+    char *text = describe();
+    char key[128], want[140];
+    const char *start = strstr(docs, "Keys that need a restart (");
+    cr_assert_not_null(start, "docs/operations.md lost its list of restart-only keys");
+    start += strlen("Keys that need a restart (");
+    char *end = strchr(start, ')');
+    cr_assert_not_null(end);
+    *end = '\0';
+    size_t listed = 0, fixed = 0;
+    for (const char *p = start; (p = strchr(p, '`')); p++, listed++)
+        cr_assert_not_null(p = strchr(p + 1, '`'), "unbalanced backticks in: %s", start);
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        const char *cell = reload_cell(line, key);
+        if (!cell)
+            continue;
+        snprintf(want, sizeof want, "`%s`", key);
+        if (strcmp(cell, "no") == 0) {
+            fixed++;
+            cr_assert_not_null(strstr(start, want), "docs/operations.md does not list %s, which needs a restart", key);
+        } else {
+            cr_assert_null(strstr(start, want), "docs/operations.md lists %s, which is reloadable", key);
+        }
+    }
+    cr_assert_gt(fixed, 0);
+    cr_assert_eq(listed, fixed, "docs/operations.md lists %zu keys, the table has %zu restart-only ones:\n%s", listed,
+                 fixed, start);
     free(text);
     free(docs);
 }

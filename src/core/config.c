@@ -2800,7 +2800,8 @@ void cfg_describe(FILE *out)
         snprintf(def, sizeof def, k->def ? "`%s`" : "%s",
                  k->def ? k->def : (k->flags & F_REQUIRED) ? "required" : "none");
         snprintf(env, sizeof env, k->env ? "`%s`" : "%s", k->env ? k->env : "");
-        fprintf(out, "| `%s` | %s | %s | %s | %s | %s | %s |\n", k->name, (k->flags & F_PATH) ? "path" : type_names[k->type], def,
+        const char *type = (k->flags & F_PATH) ? "path" : type_names[k->type];
+        fprintf(out, "| `%s` | %s | %s | %s | %s | %s | %s |\n", k->name, type, def,
                 describe_bounds(k, bounds, sizeof bounds), (k->flags & F_RELOAD) ? "yes" : "no", env,
                 k->desc);
     }

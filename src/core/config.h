@@ -148,7 +148,7 @@ struct cfg {
 
     /* the shop's data (src/store, src/cache, src/app/shop.c) */
     struct {
-        char *path;                /* store.path: SQLite catalog, relative to the working directory */
+        char *path;                /* store.path: SQLite catalog; absolute once loaded */
     } store;
     struct {
         char *url;                 /* redis.url; NULL or "": no Redis (SQLite and a local cache) */

@@ -13,6 +13,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "proc/checker.h"
 #include "proc/control.h"
 #include "proc/master.h"
 #include "proc/worker.h"
@@ -442,6 +443,8 @@ int main(int argc, char **argv)
         return cmd_control(argc - 1, argv + 1, cmd);
     if (strcmp(cmd, "__worker") == 0)
         return cmd_worker(argc, argv);
+    if (strcmp(cmd, "__checker") == 0) /* hidden: the master's health checker (proc/checker.h) */
+        return argc == 2 ? checker_main() : EXIT_USAGE;
     if (cmd[0] == '-')
         return bad_usage("unknown option %s", cmd, usage_main, "");
     return bad_usage("unknown command %s", cmd, usage_main, "");

@@ -141,6 +141,26 @@ static void print_worker(json_t *w)
            (long long)json_integer_value(json_object_get(w, "requests")));
 }
 
+/* The health checker's line, when some upstream group has checks. */
+static void print_checker(json_t *c)
+{
+    char up[32], state[64];
+    if (!json_is_object(c))
+        return;
+    const char *st = json_string_value(json_object_get(c, "state"));
+    const char *last = json_string_value(json_object_get(c, "last_exit"));
+    json_int_t pid = json_integer_value(json_object_get(c, "pid"));
+    fmt_uptime(json_number_value(json_object_get(c, "uptime_s")), up, sizeof(up));
+    if (st && strcmp(st, "crash_loop") == 0)
+        snprintf(state, sizeof(state), "crash loop, next try in %.0f s",
+                 json_number_value(json_object_get(c, "next_try_s")));
+    else
+        snprintf(state, sizeof(state), "%s", st ? st : "?");
+    printf("health checker  pid %lld  user %s  %s  up %s  restarts %lld  last exit %s\n", (long long)pid,
+           json_string_value(json_object_get(c, "user")), state, pid ? up : "-",
+           (long long)json_integer_value(json_object_get(c, "restarts")), last && *last ? last : "-");
+}
+
 static void print_status(json_t *root)
 {
     json_t *m = json_object_get(root, "master");
@@ -152,6 +172,7 @@ static void print_status(json_t *root)
            json_string_value(json_object_get(m, "host")), (long long)json_integer_value(json_object_get(m, "port")),
            json_string_value(json_object_get(m, "schedule")), json_string_value(json_object_get(m, "env")),
            json_is_true(json_object_get(m, "reloading")) ? "  (reloading)" : "");
+    print_checker(json_object_get(root, "checker"));
     printf("%-3s %-8s %-32s %-8s %-8s %-28s %-10s %-6s %s\n", "id", "pid", "state", "uptime", "restarts",
            "last exit", "rss", "conns", "requests");
     size_t i;

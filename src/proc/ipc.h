@@ -1,6 +1,7 @@
 /*
  * Messages between the master and its workers over one socketpair per
- * worker (a libuv pipe). Each message is a fixed 8-byte header (type,
+ * worker (a libuv pipe), and between the master and its health checker
+ * (proc/checker.h). Each message is a fixed 8-byte header (type,
  * worker id, payload length) and a payload of at most IPC_MAX_PAYLOAD bytes.
  *
  * struct ipc_reader reassembles messages from a byte stream; it owns its
@@ -25,6 +26,7 @@ enum ipc_type {
     IPC_BROADCAST = 6, /* master -> worker: an application message from a worker */
     IPC_UPSTREAM_STATE = 7,  /* master -> worker: an upstream server's state (proxy/upstream.h) */
     IPC_UPSTREAM_REPORT = 8, /* worker -> master: failures in a row of an upstream server */
+    IPC_HEALTH_RESULT = 9,   /* health checker -> master: a check's verdict (proxy/health.h) */
 };
 
 /* A master never queues more than this many bytes for one worker: messages

@@ -33,6 +33,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/summary.h"
+#include "proc/checker.h"
 #include "proc/control.h"
 #include "proc/ipc.h"
 #include "proc/notify.h"
@@ -128,7 +129,8 @@ struct master {
     int stopping, announced;
     uint64_t started_ms;
     int exit_code;
-    struct hc *hc;          /* upstream health checks and ejections (proxy/health.h) */
+    struct hc *hc;          /* upstream servers' state and ejections (proxy/health.h) */
+    struct checker *chk;    /* the health checker process (proc/checker.h) */
 };
 
 static void spawn(struct wslot *s, int replacement);
@@ -552,7 +554,7 @@ static void ipc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 }
 
 /* Resolves cfg.user / cfg.group for uv_spawn; 0 when nothing to change. */
-static int worker_identity(const struct cfg *c, uv_uid_t *uid, uv_gid_t *gid)
+int worker_identity(const struct cfg *c, uv_uid_t *uid, uv_gid_t *gid)
 {
     if (!c->user && !c->group)
         return 0;
@@ -678,6 +680,8 @@ static void reload_finish(struct master *m, int ok, const char *msg)
         close(rl->next_fd);
         if (m->hc && hc_reload(m->hc, &m->cfg) < 0) /* back to the groups still served */
             log_error("upstream health checks: out of memory");
+        if (checker_config(m->chk, &m->cfg) < 0)
+            log_error("health checker: cannot hand it the config: out of memory");
     }
     rl->next_fd = -1;
     rl->active = 0;
@@ -737,6 +741,8 @@ static void reload_begin(struct master *m)
     }
     if (m->hc && hc_reload(m->hc, &rl->next) < 0)
         log_error("upstream health checks: out of memory; the old groups stay checked");
+    if (checker_config(m->chk, &rl->next) < 0)
+        log_error("health checker: cannot hand it the new config: out of memory");
     rl->active = 1;
     rl->index = 0;
     rl->replaced = 0;
@@ -944,11 +950,12 @@ static json_t *status_json(struct master *m)
     for (struct wproc *p = m->procs; p; p = p->next)
         if (p->state == P_DRAINING)
             json_array_append_new(workers, proc_row(m, p->slot, p));
-    return json_pack("{s:b, s:{s:i, s:s, s:s, s:i, s:s, s:s, s:i, s:f, s:b, s:b}, s:o}", "ok", 1, "master",
+    return json_pack("{s:b, s:{s:i, s:s, s:s, s:i, s:s, s:s, s:i, s:f, s:b, s:b}, s:o, s:o}", "ok", 1, "master",
                      "pid", (int)getpid(), "version", COHORT_VERSION, "host", m->cfg.host, "port", m->cfg.port,
                      "schedule", schedule_name(m->cfg.schedule), "env", m->cfg.env ? m->cfg.env : "",
                      "workers", m->nslots, "uptime_s", (double)(uv_now(m->loop) - m->started_ms) / 1000.0,
-                     "reloading", m->rl.active, "stopping", m->stopping, "workers", workers);
+                     "reloading", m->rl.active, "stopping", m->stopping, "workers", workers, "checker",
+                     checker_status(m->chk));
 }
 
 static void ctl_command(struct ctl_client *c, const char *cmd)
@@ -1085,6 +1092,7 @@ static void kill_timer_cb(uv_timer_t *t)
 static void begin_stop(struct master *m, const char *why)
 {
     m->stopping = 1;
+    checker_stop(m->chk);
     hc_close(m->hc);
     m->hc = NULL;
     notify_send("STOPPING=1");
@@ -1116,6 +1124,7 @@ static void reopen_logs(struct master *m)
     if (r < 0)
         log_error("SIGUSR1: cannot reopen the error log %s: %s", m->cfg.log.error, strerror(-r));
     kill_all(m, SIGUSR1);
+    checker_signal(m->chk, SIGUSR1);
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -1212,7 +1221,9 @@ static int prepare(struct master *m)
         log_error("cannot set up shared state: %s", strerror(errno));
         return 1;
     }
-    if (!(m->hc = hc_new(m->loop, &m->cfg, m->shm, upstream_broadcast, m))) {
+    /* the checks run in the checker process, as `user`; the master keeps the state */
+    if (!(m->hc = hc_new_role(HC_STATE, m->loop, &m->cfg, m->shm, upstream_broadcast, m)) ||
+        !(m->chk = checker_new(m->loop, m->exe, m->hc)) || checker_config(m->chk, &m->cfg) < 0) {
         log_error("cannot set up upstream health checks: out of memory");
         return 1;
     }
@@ -1225,6 +1236,8 @@ static int prepare(struct master *m)
 
 static void cleanup(struct master *m)
 {
+    checker_free(m->chk);
+    m->chk = NULL;
     hc_close(m->hc);
     m->hc = NULL;
     close_listeners(m);

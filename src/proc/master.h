@@ -10,6 +10,8 @@
 #ifndef COHORT_MASTER_H
 #define COHORT_MASTER_H
 
+#include <uv.h>
+
 #include "core/config.h"
 
 /*
@@ -19,5 +21,10 @@
  * workers are started from (a reload starts the binary now at that path).
  */
 int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe);
+
+/* The uid and gid cfg.user / cfg.group name, for uv_spawn: returns the
+ * UV_PROCESS_SET* flags, 0 when neither is set (workers and the health
+ * checker keep the master's). */
+int worker_identity(const struct cfg *c, uv_uid_t *uid, uv_gid_t *gid);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * Health of upstream servers, in the master. See health.h.
+ * Health of upstream servers: the checks (in the checker) and the state (in
+ * the master). See health.h.
  *
  * Each server has three timers: `tick` starts a check every interval,
  * `deadline` fails a check that has not answered within the timeout, and
@@ -49,6 +50,7 @@ struct hc_group {
 };
 
 struct hc {
+    enum hc_role role;
     uv_loop_t *loop;
     struct metrics_shm *shm;
     hc_send_fn send;
@@ -200,16 +202,10 @@ static void check_closed(uv_handle_t *h)
     free(h->data);
 }
 
-static void check_result(struct hc_server *s, int ok, const char *why)
+/* A verdict counts toward fall or rise; a flip goes to the workers. */
+static void verdict(struct hc_server *s, int ok, const char *why)
 {
-    struct check *c = s->check;
     struct hc_group *g = s->g;
-    uv_timer_stop(&s->deadline);
-    if (c) {
-        s->check = NULL;
-        c->s = NULL;
-        uv_close((uv_handle_t *)&c->tcp, check_closed);
-    }
     if (!hc_record(&s->st, ok, g->c.health.fall, g->c.health.rise))
         return;
     if (s->st.down) {
@@ -222,6 +218,33 @@ static void check_result(struct hc_server *s, int ok, const char *why)
         came_back(s);
     }
     changed(s);
+}
+
+/* The checker's side: the verdict goes to the master as it is. */
+static void send_verdict(struct hc_server *s, int ok, const char *why)
+{
+    struct hc_result_msg m;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.group, sizeof(m.group), "%s", s->g->name);
+    snprintf(m.server, sizeof(m.server), "%s", s->name);
+    m.ok = (uint32_t)(ok != 0);
+    snprintf(m.why, sizeof(m.why), "%s", ok ? "" : why);
+    s->h->send(s->h->arg, &m, sizeof(m));
+}
+
+static void check_result(struct hc_server *s, int ok, const char *why)
+{
+    struct check *c = s->check;
+    uv_timer_stop(&s->deadline);
+    if (c) {
+        s->check = NULL;
+        c->s = NULL;
+        uv_close((uv_handle_t *)&c->tcp, check_closed);
+    }
+    if (s->h->role == HC_PROBE)
+        send_verdict(s, ok, why);
+    else
+        verdict(s, ok, why);
 }
 
 static void check_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
@@ -476,9 +499,12 @@ static void assign_stats(struct hc *h)
         memset(&h->shm->upstream[idx], 0, sizeof(h->shm->upstream[idx]));
 }
 
-/* Checks start spread over the first interval (at most a second in). */
+/* Checks start spread over the first interval (at most a second in);
+ * HC_STATE runs none. */
 static void start_ticks(struct hc *h)
 {
+    if (h->role == HC_STATE)
+        return;
     for (size_t i = 0; i < h->ngroups; i++) {
         struct hc_group *g = &h->groups[i];
         if (!g->c.health.path)
@@ -522,14 +548,16 @@ int hc_reload(struct hc *h, const struct cfg *cfg)
     return 0;
 }
 
-struct hc *hc_new(uv_loop_t *loop, const struct cfg *cfg, struct metrics_shm *shm, hc_send_fn broadcast, void *arg)
+struct hc *hc_new_role(enum hc_role role, uv_loop_t *loop, const struct cfg *cfg, struct metrics_shm *shm,
+                       hc_send_fn send, void *arg)
 {
     struct hc *h = calloc(1, sizeof(*h));
     if (!h)
         return NULL;
+    h->role = role;
     h->loop = loop;
-    h->shm = shm;
-    h->send = broadcast;
+    h->shm = role == HC_PROBE ? NULL : shm;
+    h->send = send;
     h->arg = arg;
     h->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)h;
     if (hc_reload(h, cfg) < 0) {
@@ -537,6 +565,11 @@ struct hc *hc_new(uv_loop_t *loop, const struct cfg *cfg, struct metrics_shm *sh
         return NULL;
     }
     return h;
+}
+
+struct hc *hc_new(uv_loop_t *loop, const struct cfg *cfg, struct metrics_shm *shm, hc_send_fn broadcast, void *arg)
+{
+    return hc_new_role(HC_ALL, loop, cfg, shm, broadcast, arg);
 }
 
 void hc_close(struct hc *h)
@@ -553,7 +586,22 @@ void hc_close(struct hc *h)
         free(h);
 }
 
-/* --- workers' reports and new workers -------------------------------------- */
+/* --- the checker's verdicts, workers' reports and new workers --------------- */
+
+void hc_result(struct hc *h, const void *payload, size_t len)
+{
+    struct hc_result_msg m;
+    if (len != sizeof(m) || h->closing || h->role != HC_STATE)
+        return;
+    memcpy(&m, payload, sizeof(m));
+    m.group[sizeof(m.group) - 1] = m.server[sizeof(m.server) - 1] = m.why[sizeof(m.why) - 1] = '\0';
+    for (char *p = m.why; *p; p++)
+        if (*p < 0x20 || *p > 0x7e)
+            *p = '?';
+    struct hc_server *s = find_old(h, m.group, m.server);
+    if (s && s->g->c.health.path)
+        verdict(s, m.ok == 1, m.why[0] ? m.why : "no reason given");
+}
 
 static size_t ejected_in(const struct hc_group *g)
 {
@@ -566,7 +614,7 @@ static size_t ejected_in(const struct hc_group *g)
 void hc_report(struct hc *h, const void *payload, size_t len)
 {
     struct up_report_msg m;
-    if (len != sizeof(m) || h->closing)
+    if (len != sizeof(m) || h->closing || h->role == HC_PROBE)
         return;
     memcpy(&m, payload, sizeof(m));
     m.group[sizeof(m.group) - 1] = m.server[sizeof(m.server) - 1] = '\0';

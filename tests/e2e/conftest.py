@@ -105,6 +105,12 @@ def cmdline(pid):
         return []
 
 
+def is_checker(pid):
+    """A master's child that is its health checker (`cohort __checker`), not a worker."""
+    cl = cmdline(pid)
+    return len(cl) > 1 and cl[1] == b"__checker"
+
+
 SANITIZER_RE = re.compile(r"(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: \w+Sanitizer)")
 
 
@@ -172,12 +178,20 @@ class Server:
             return ""
 
     def workers(self):
-        """The master's live children (its workers)."""
+        """The master's live workers: its children but the health checker."""
+        if self.proc.poll() is not None:
+            return []
+        kids = children_of(self.pid)
+        self.seen_workers.update(kids)  # the checker too: teardown checks that none lingers
+        return [p for p in kids if not is_checker(p)]
+
+    def checkers(self):
+        """The master's live health checker processes (a replaced one may linger a moment)."""
         if self.proc.poll() is not None:
             return []
         kids = children_of(self.pid)
         self.seen_workers.update(kids)
-        return kids
+        return [p for p in kids if is_checker(p)]
 
     def signal(self, sig):
         if self.proc.poll() is None:
@@ -223,7 +237,7 @@ class Server:
 
     def _is_ours(self, pid):
         cl = cmdline(pid)
-        return len(cl) > 1 and cl[1] == b"__worker"
+        return len(cl) > 1 and cl[1] in (b"__worker", b"__checker")
 
     def finish(self):
         """Teardown: stop, then the checks. Returns a list of problems."""

@@ -173,7 +173,7 @@ def ops():
             os.chmod(workdir, mode)
         cfg = ops_config(workdir, port or free_port(), overrides, workers)
         s = OpsServer(workdir, cfg, binary, env)
-        s.root = cfg["routes"][0]["root"] if cfg.get("routes") else None
+        s.root = cfg["routes"][0].get("root") if cfg.get("routes") else None
         started.append(s)
         return s.start(ready=ready)
 

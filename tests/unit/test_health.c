@@ -2,7 +2,9 @@
  * Unit tests for src/proxy/health.c: the fall/rise state machine, status
  * specs, and the master's checker on a real loop against a tiny server in
  * the test (answers 200 or 503, or nothing at all), with reports of
- * passive failures from "workers" and the messages it broadcasts.
+ * passive failures from "workers" and the messages it broadcasts; the
+ * split between the checker process (HC_PROBE: checks, verdicts out) and
+ * the master (HC_STATE: verdicts in, no connection of its own).
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -112,9 +114,12 @@ static void client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     uv_write(&c->w, s, &out, 1, client_written);
 }
 
+static int accepted; /* connections the tiny server took */
+
 static void on_conn(uv_stream_t *server, int status)
 {
     cr_assert_eq(status, 0);
+    accepted++;
     struct client *c = calloc(1, sizeof(*c));
     uv_tcp_init(&loop, &c->tcp);
     c->tcp.data = c;
@@ -280,6 +285,126 @@ Test(health, reports_eject_for_a_while_within_the_percent)
     cr_assert_eq(shm->upstream[0].state, METRICS_UP_EJECTED);
     cr_assert_str_eq(shm->upstream[1].name, "127.0.0.1:2");
     cr_assert_eq(shm->upstream[0].ejections, 3);
+    hc_close(h);
+    uv_close((uv_handle_t *)&listener, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "every handle closed");
+    free(shm);
+}
+
+/* --- the checker process and the master, apart ------------------------------ */
+
+static struct hc_result_msg verdicts[64];
+static int nverdicts;
+
+static void collect_verdict(void *arg, const void *msg, size_t len)
+{
+    (void)arg;
+    cr_assert_eq(len, sizeof(struct hc_result_msg));
+    if (nverdicts < 64)
+        memcpy(&verdicts[nverdicts++], msg, len);
+}
+
+/* The last verdict on a server: 1 passed, 0 failed, -1 none yet. */
+static int last_verdict(const char *server, char *why, size_t whylen)
+{
+    for (int i = nverdicts - 1; i >= 0; i--)
+        if (strcmp(verdicts[i].server, server) == 0) {
+            snprintf(why, whylen, "%s", verdicts[i].why);
+            return (int)verdicts[i].ok;
+        }
+    return -1;
+}
+
+static int await_verdict(const char *server, int want, const char *why_part, uint64_t max_ms)
+{
+    char why[80] = "";
+    uint64_t end = now_ms() + max_ms;
+    nverdicts = 0;
+    while (!(last_verdict(server, why, sizeof(why)) == want && strstr(why, why_part)) && uv_now(&loop) < end)
+        run_for(10);
+    return last_verdict(server, why, sizeof(why)) == want && strstr(why, why_part);
+}
+
+Test(health, the_checker_sends_each_verdict_and_keeps_no_state)
+{
+    setup_cfg();
+    answer = 200;
+    struct hc *h = hc_new_role(HC_PROBE, &loop, &cfg, NULL, collect_verdict, NULL);
+    cr_assert_not_null(h);
+    cr_assert(await_verdict("127.0.0.1:1", 0, "connection refused", 5000), "a refused connect fails");
+    cr_assert(await_verdict(addr0, 1, "", 5000), "a 200 passes");
+    cr_assert_str_eq(verdicts[nverdicts - 1].group, "app");
+    answer = 503;
+    cr_assert(await_verdict(addr0, 0, "status 503", 5000), "a 503 fails");
+    /* every check gives a verdict, not only a flip: three failures in a row */
+    nverdicts = 0;
+    run_for(4 * group.health.interval_ms);
+    int fails = 0;
+    for (int i = 0; i < nverdicts; i++)
+        fails += strcmp(verdicts[i].server, addr0) == 0 && verdicts[i].ok == 0;
+    cr_assert_geq(fails, 2, "%d failed verdicts", fails);
+    cr_assert_eq(nmsgs, 0, "no state message leaves the checker");
+    hc_close(h);
+    answer = 200;
+    uv_close((uv_handle_t *)&listener, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0, "every handle closed");
+}
+
+static void verdict_for(struct hc *h, const char *grp, const char *server, uint32_t ok, const char *why)
+{
+    struct hc_result_msg m;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.group, sizeof(m.group), "%s", grp);
+    snprintf(m.server, sizeof(m.server), "%s", server);
+    m.ok = ok;
+    snprintf(m.why, sizeof(m.why), "%s", why);
+    hc_result(h, &m, sizeof(m));
+}
+
+Test(health, the_master_counts_verdicts_and_connects_nowhere)
+{
+    setup_cfg();
+    struct metrics_shm *shm = calloc(1, sizeof(*shm));
+    struct hc *h = hc_new_role(HC_STATE, &loop, &cfg, shm, broadcast, NULL);
+    cr_assert_not_null(h);
+    accepted = 0;
+    run_for(4 * group.health.interval_ms);
+    cr_assert_eq(accepted, 0, "the master opened %d check connections", accepted);
+    cr_assert_eq(nmsgs, 0);
+
+    /* what is not a verdict on a known server of a checked group changes nothing */
+    struct hc_result_msg m;
+    memset(&m, 'A', sizeof(m)); /* no string ends */
+    for (int i = 0; i < 3; i++)
+        hc_result(h, &m, sizeof(m));
+    char big[sizeof(m) + 8] = {0};
+    hc_result(h, big, sizeof(big));
+    hc_result(h, big, sizeof(m) - 1);
+    verdict_for(h, "app", "10.9.9.9:1", 0, "unknown");
+    verdict_for(h, "other", addr0, 0, "unknown group");
+    cr_assert_eq(nmsgs, 0, "%d messages", nmsgs);
+
+    /* fall 2: two failures down (whatever bytes the reason holds), rise 2: two passes up */
+    verdict_for(h, "app", addr0, 0, "status \x01\x7f\xff 503");
+    cr_assert_eq(nmsgs, 0);
+    verdict_for(h, "app", addr0, 7, ""); /* only 1 passes */
+    cr_assert_eq(last_flags(addr0), UP_F_DOWN);
+    cr_assert_eq(shm->upstream[0].state, METRICS_UP_DOWN);
+    verdict_for(h, "app", addr0, 1, "");
+    cr_assert_eq(last_flags(addr0), UP_F_DOWN);
+    verdict_for(h, "app", addr0, 1, "");
+    cr_assert_eq(last_flags(addr0), 0);
+    cr_assert_eq(shm->upstream[0].up, 1);
+
+    /* a group whose checks were turned off takes no verdict */
+    nmsgs = 0;
+    group.health.path = NULL;
+    cr_assert_eq(hc_reload(h, &cfg), 0);
+    verdict_for(h, "app", addr0, 0, "late");
+    verdict_for(h, "app", addr0, 0, "late");
+    cr_assert_eq(nmsgs, 0);
     hc_close(h);
     uv_close((uv_handle_t *)&listener, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

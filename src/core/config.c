@@ -15,6 +15,7 @@
 #endif
 
 #include "core/config.h"
+#include "core/resolve.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -435,8 +436,9 @@ static const char *check_group_name(const char *in, const char **out)
 
 /*
  * "host:port" or "[ip6]:port". The host is resolved here, once per load
- * (start and reload), and the address is stored as the numeric one, so
- * workers (which load the effective config again) never resolve.
+ * (start and reload; core/resolve.h: never by root itself), and the address
+ * is stored as the numeric one, so workers (which load the effective config
+ * again) never resolve.
  */
 static const char *check_address(const char *in, const char **out)
 {
@@ -461,16 +463,10 @@ static const char *check_address(const char *in, const char **out)
     long port = strtol(colon + 1, &end, 10);
     if (*end || errno || port < 1 || port > 65535 || !isdigit((unsigned char)colon[1]))
         return "has a port that is not 1..65535";
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(host, NULL, &hints, &ai) != 0 || !ai)
-        return "names a host that does not resolve";
     char ip[INET6_ADDRSTRLEN];
-    int v6 = ai->ai_family == AF_INET6;
-    const void *a = v6 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
-                       : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
-    inet_ntop(ai->ai_family, a, ip, sizeof ip);
-    freeaddrinfo(ai);
-    snprintf(norm, sizeof norm, v6 ? "[%s]:%ld" : "%s:%ld", ip, port);
+    if (resolve_host(host, ip, sizeof ip) < 0) /* as root: in a child running as nobody */
+        return "names a host that does not resolve";
+    snprintf(norm, sizeof norm, strchr(ip, ':') ? "[%s]:%ld" : "%s:%ld", ip, port);
     *out = norm;
     return NULL;
 }

@@ -11,6 +11,8 @@ import os
 import pwd
 import signal
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 
@@ -231,3 +233,27 @@ def test_checker_follows_the_config(ops, backend):
     assert checker_row(s) is None
     assert wait_for(lambda: s.checkers() == [], 10, 0.1), s.checkers()
     assert short_get(s.port).status == 200
+
+
+def test_host_names_resolve_outside_root(tmp_path):
+    """An upstream host name is resolved at config load by a child running
+    as nobody, never by the root process that loads the config: in a
+    network and mount namespace of its own, a DNS server here sees which
+    process asks."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: namespaces, and a loader that is root")
+    nobody = pwd.getpwnam("nobody")
+    cfg_path = tmp_path / "cohort.json"
+    cfg_path.write_text(json.dumps({"app": "none", "upstreams": {"app": {"servers": ["backend.cohort-test:8123"]}},
+                                    "routes": [{"path": "/*", "handler": "proxy", "upstream": "app"}]}))
+    probe = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dnsprobe.py")
+    p = subprocess.run(["unshare", "--net", "--mount", sys.executable, probe, conftest.cohort_bin(), str(cfg_path),
+                        "backend.cohort-test", str(tmp_path)], capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    r = json.loads(p.stdout)
+    assert r["rc"] == 0, r
+    assert json.loads(r["stdout"])["upstreams"]["app"]["servers"][0]["address"] == "127.0.0.9:8123", r["stdout"]
+    assert r["queries"], "the name was not looked up through DNS: %s" % r
+    for q in r["queries"]:
+        assert q["pid"] not in (None, r["pid"]) and q["uid"] == [nobody.pw_uid] * 4, \
+            "a DNS query from pid %s (uid %s); the loader, root, is %d" % (q["pid"], q["uid"], r["pid"])

@@ -20,8 +20,24 @@
  *
  * WAIT: `waiters` holds the callers of cache_redis_wait that the WAIT in
  * flight (at most one, `wait_out`) does not cover; its reply sends the
- * next one for them. A WAIT covers the writes of its own connection only,
+ * next one for them, with a timeout that ends wait_timeout after the
+ * oldest of them came (so no caller waits much longer than wait_timeout
+ * for the replicas). A WAIT covers the writes of its own connection only,
  * so when the connection goes, so do they (-EIO).
+ *
+ * Deadlines: each command sent records its own, its send time plus the
+ * command timeout; a WAIT adds its own timeout, and so does a command sent
+ * while a WAIT is out (the server answers it only after the WAIT). When
+ * the WAIT's reply comes, the commands sent behind it get back their
+ * plain deadline. Deadlines therefore rise along the pending list, and the
+ * tick looks at the oldest command only. Nothing of it outlives the
+ * connection: a new one starts with an empty list.
+ *
+ * A subscriber has no commands to time: while up it sends SUBSCRIBE again
+ * every half command timeout (the server confirms a channel already
+ * subscribed), and a confirmation later than the command timeout drops
+ * the connection like a late reply. A peer that vanished without a reset
+ * (a host cut off) is noticed so, not only by TCP keepalive.
  */
 #include "cache/redis.h"
 
@@ -50,13 +66,16 @@ struct pending {
     struct cache_redis *r;
     cache_redis_reply_fn cb;
     void *arg;
+    uint64_t sent_ms;
     uint64_t deadline_ms; /* no reply by then: the connection is dropped */
+    uint64_t block_ms;    /* a WAIT: how long the server may hold it on purpose */
 };
 
 struct waiter {
     struct list_node link;
     cache_redis_wait_fn cb;
     void *arg;
+    uint64_t since_ms;    /* when cache_redis_wait was called */
 };
 
 struct cache_redis {
@@ -78,7 +97,11 @@ struct cache_redis {
     int64_t wait_timeout_ms;
     struct list_node waiters; /* struct waiter, for the next WAIT */
     int wait_out;             /* a WAIT is in flight */
-    uint64_t blocked_until;   /* the server may hold replies back until then (WAIT) */
+    uint64_t wait_until;      /* while wait_out: the server may hold replies back until then */
+    char hint_host[256];      /* retarget: the next attempt goes there, unasked */
+    int hint_port;            /* 0: none */
+    int probe_out;            /* subscriber: a SUBSCRIBE sent again, not yet confirmed */
+    uint64_t probe_ms;        /* when it was sent, or the last confirmation came */
 
     enum state state;
     int up_before_drop;      /* ST_DROPPING: whether it was up */
@@ -177,6 +200,20 @@ static void count(struct cache_redis *r, int what)
         metrics_add(r->slot->redis_reconnects, 1);
 }
 
+/* A WAIT was answered: replies are in order, so every command still
+ * pending was sent behind it, and the server no longer holds them back. */
+static void unblock(struct cache_redis *r)
+{
+    for (struct list_node *n = r->pending.next; n != &r->pending; n = n->next) {
+        struct pending *q = list_entry(n, struct pending, link);
+        if (q->block_ms)
+            break; /* a later WAIT: it and what follows keep theirs */
+        uint64_t plain = q->sent_ms + (uint64_t)r->timeout_ms;
+        if (q->deadline_ms > plain)
+            q->deadline_ms = plain;
+    }
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct pending *p = privdata;
@@ -185,6 +222,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     (void)ac;
     list_unlink(&p->link);
     r->npending--;
+    if (p->block_ms)
+        unblock(r);
     if (!rep || rep->type == REDIS_REPLY_ERROR)
         count(r, 1);
     int readonly = rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0;
@@ -198,8 +237,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 /* Sends on whatever context there is, whatever the state (handshakes).
- * `block_ms`: how long the server may take on purpose (WAIT); replies to
- * the commands sent after it wait as long, so their deadlines move too. */
+ * `block_ms`: how long the server may take on purpose (a WAIT, sent only
+ * when none is out); a command sent while a WAIT is out may be held until
+ * that WAIT ends, then gets the command timeout. */
 static int send_argv_blocking(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc,
                               const char **argv, const size_t *argvlen, uint64_t block_ms)
 {
@@ -207,14 +247,15 @@ static int send_argv_blocking(struct cache_redis *r, cache_redis_reply_fn cb, vo
     if (!p)
         return -ENOMEM;
     uint64_t now = uv_now(r->loop);
-    uint64_t start = r->blocked_until > now ? r->blocked_until : now;
-    *p = (struct pending){.r = r, .cb = cb, .arg = arg, .deadline_ms = start + block_ms + (uint64_t)r->timeout_ms};
+    uint64_t start = r->wait_out && r->wait_until > now ? r->wait_until : now;
+    *p = (struct pending){.r = r, .cb = cb, .arg = arg, .sent_ms = now, .block_ms = block_ms,
+                          .deadline_ms = start + block_ms + (uint64_t)r->timeout_ms};
     if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
         free(p);
         return -ENOTCONN;
     }
     if (block_ms)
-        r->blocked_until = start + block_ms;
+        r->wait_until = now + block_ms;
     list_append(&r->pending, &p->link);
     r->npending++;
     count(r, 0);
@@ -288,6 +329,15 @@ static void wait_done(void *arg, redisReply *reply)
         answer_waiters(&r->waiters, -EIO);
 }
 
+/* The timeout of the next WAIT: what is left of wait_timeout for the
+ * oldest waiter (the first queued), at least 1 ms (0 would wait forever). */
+static uint64_t wait_left(struct cache_redis *r)
+{
+    const struct waiter *w = list_entry(r->waiters.next, struct waiter, link);
+    uint64_t now = uv_now(r->loop), end = w->since_ms + (uint64_t)r->wait_timeout_ms;
+    return end > now ? end - now : 1;
+}
+
 /* One WAIT for every waiter queued. */
 static int send_wait(struct cache_redis *r)
 {
@@ -296,10 +346,11 @@ static int send_wait(struct cache_redis *r)
     if (!b)
         return -ENOMEM;
     b->r = r;
+    uint64_t block = wait_left(r);
     snprintf(n, sizeof n, "%d", r->wait_replicas);
-    snprintf(ms, sizeof ms, "%lld", (long long)r->wait_timeout_ms);
+    snprintf(ms, sizeof ms, "%llu", (unsigned long long)block);
     const char *argv[] = {"WAIT", n, ms};
-    int rc = send_argv_blocking(r, wait_done, b, 3, argv, NULL, (uint64_t)r->wait_timeout_ms);
+    int rc = send_argv_blocking(r, wait_done, b, 3, argv, NULL, block);
     if (rc < 0) {
         free(b);
         return rc;
@@ -316,7 +367,7 @@ int cache_redis_wait(struct cache_redis *r, cache_redis_wait_fn cb, void *arg)
     struct waiter *w = malloc(sizeof(*w));
     if (!w)
         return -ENOMEM;
-    *w = (struct waiter){.cb = cb, .arg = arg};
+    *w = (struct waiter){.cb = cb, .arg = arg, .since_ms = uv_now(r->loop)};
     list_append(&r->waiters, &w->link);
     if (r->wait_out)
         return 0; /* the next WAIT, when this one is answered */
@@ -336,14 +387,44 @@ static void set_gauge(struct cache_redis *r, int up)
         metrics_set(r->slot->redis_up, (uint64_t)up);
 }
 
+static void on_subscription(redisAsyncContext *ac, void *reply, void *privdata);
+
+static void subscribe(struct cache_redis *r)
+{
+    const char *argv[] = {"SUBSCRIBE", r->channel};
+    redisAsyncCommandArgv(r->ac, on_subscription, r, 2, argv, NULL);
+}
+
+/* A subscriber's tick: SUBSCRIBE again every half timeout; 1 when the
+ * last one was not confirmed within the timeout. */
+static int probe_late(struct cache_redis *r, uint64_t now)
+{
+    if (r->probe_out)
+        return now - r->probe_ms >= (uint64_t)r->timeout_ms;
+    if (now - r->probe_ms >= (uint64_t)r->timeout_ms / 2) {
+        r->probe_out = 1;
+        r->probe_ms = now;
+        subscribe(r);
+    }
+    return 0;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct cache_redis *r = t->data;
-    if (list_empty(&r->pending) || !r->ac)
+    uint64_t now = uv_now(r->loop);
+    if (!r->ac)
         return;
-    struct pending *p = list_entry(r->pending.next, struct pending, link);
-    if (uv_now(r->loop) < p->deadline_ms)
-        return;
+    if (r->channel) {
+        if (r->state != ST_UP || !probe_late(r, now))
+            return;
+    } else {
+        if (list_empty(&r->pending))
+            return;
+        struct pending *p = list_entry(r->pending.next, struct pending, link);
+        if (now < p->deadline_ms)
+            return;
+    }
     log_warn("%s: no reply from %s:%d within %lld ms; dropping the connection", r->name, r->url.host,
              r->url.port, (long long)r->timeout_ms);
     drop(r);
@@ -353,11 +434,11 @@ static void became_up(struct cache_redis *r)
 {
     r->state = ST_UP;
     uv_timer_stop(&r->retry);
-    if (!r->channel) {
-        uint64_t tick = (uint64_t)r->timeout_ms / 2;
-        tick = tick < 1 ? 1 : tick > TICK_MAX_MS ? TICK_MAX_MS : tick;
-        uv_timer_start(&r->tick, on_tick, tick, tick);
-    }
+    uint64_t tick = (uint64_t)r->timeout_ms / 2;
+    tick = tick < 1 ? 1 : tick > TICK_MAX_MS ? TICK_MAX_MS : tick;
+    r->probe_out = 0;
+    r->probe_ms = uv_now(r->loop);
+    uv_timer_start(&r->tick, on_tick, tick, tick);
     if (r->ever_up)
         count(r, 2);
     if (r->outage_logged)
@@ -499,8 +580,12 @@ static void on_subscription(redisAsyncContext *ac, void *reply, void *privdata)
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || rep->element[0]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = rep->element[0]->str;
-    if (strcmp(kind, "subscribe") == 0 && r->state == ST_HANDSHAKE)
+    if (strcmp(kind, "subscribe") == 0 && r->state == ST_HANDSHAKE) {
         became_up(r);
+    } else if (strcmp(kind, "subscribe") == 0 && r->state == ST_UP) {
+        r->probe_out = 0;
+        r->probe_ms = uv_now(r->loop);
+    }
     else if (strcmp(kind, "message") == 0 && r->state == ST_UP && rep->element[2]->type == REDIS_REPLY_STRING &&
              r->on_message)
         r->on_message(r->arg, rep->element[2]->str, rep->element[2]->len);
@@ -527,8 +612,7 @@ static void handshake(struct cache_redis *r)
         const char *argv[] = {"PING"};
         send_argv(r, hs_ping, r, 1, argv, NULL);
     } else {
-        const char *argv[] = {"SUBSCRIBE", r->channel};
-        redisAsyncCommandArgv(r->ac, on_subscription, r, 2, argv, NULL);
+        subscribe(r);
     }
 }
 
@@ -705,6 +789,13 @@ static void start_attempt(struct cache_redis *r)
         resolve(r);
         return;
     }
+    if (r->hint_port) { /* announced: no need to ask (ROLE still checks it) */
+        snprintf(r->url.host, sizeof r->url.host, "%s", r->hint_host);
+        r->url.port = r->hint_port;
+        r->hint_port = 0;
+        resolve(r);
+        return;
+    }
     r->state = ST_ASKING;
     r->asking = 1;
     cache_sentinel_ask(r->sentinel, &r->ask, on_primary, r);
@@ -712,16 +803,25 @@ static void start_attempt(struct cache_redis *r)
 
 void cache_redis_retarget(struct cache_redis *r, const char *host, int port)
 {
-    if (!r->sentinel)
+    if (!r->sentinel || strlen(host) >= sizeof r->hint_host || r->state == ST_CLOSING)
         return;
+    int same = strcmp(r->url.host, host) == 0 && r->url.port == port;
+    if ((r->state == ST_CONNECTING || r->state == ST_HANDSHAKE || r->state == ST_UP) && same)
+        return;
+    snprintf(r->hint_host, sizeof r->hint_host, "%s", host);
+    r->hint_port = port;
+    r->hurry = 1;
     if (r->state == ST_WAITING) {
         uv_timer_stop(&r->retry);
+        r->hurry = 0;
         start_attempt(r);
-    } else if ((r->state == ST_CONNECTING || r->state == ST_HANDSHAKE || r->state == ST_UP) &&
-               (strcmp(r->url.host, host) != 0 || r->url.port != port)) {
+    } else if (r->state == ST_ASKING) { /* the Sentinel asked may be the one that is gone */
+        cache_sentinel_cancel(&r->ask);
+        r->asking = 0;
+        start_attempt(r);
+    } else if (r->state == ST_CONNECTING || r->state == ST_HANDSHAKE || r->state == ST_UP) {
         log_info("%s: the primary moved from %s:%d to %s:%d; reconnecting", r->name, r->url.host, r->url.port,
                  host, port);
-        r->hurry = 1;
         drop(r);
     }
 }

@@ -10,12 +10,16 @@
  * then PING; or SUBSCRIBE for a subscriber). When it fails, it is made
  * again after min(attempt x 100 ms, 3 s). A command without a reply within
  * the command timeout counts as an outage too: the connection is dropped
- * (every pending command fails) and made again, so a hung Redis cannot
- * hold requests longer than the timeout. Transitions are logged once each
- * way ("down" once per outage, not per request).
+ * (every pending command fails) and made again, so a hung or unreachable
+ * Redis cannot hold requests longer than the timeout (a WAIT, and a
+ * command sent while one is out, the WAIT's timeout more), whatever the
+ * connection served before. Transitions are logged once each way ("down"
+ * once per outage, not per request).
  *
  * A subscriber connection (opts.channel set) carries no commands: it
- * subscribes to the channel and hands every message to on_message.
+ * subscribes to the channel and hands every message to on_message. While
+ * up it subscribes again every half command timeout; a confirmation later
+ * than the timeout drops it like a late reply.
  *
  * With Sentinel (opts.sentinel, cache/sentinel.h) the address comes from
  * the Sentinels at every attempt, not from the URL (which then gives only
@@ -28,8 +32,8 @@
  * Durable writes: cache_redis_wait() sends `WAIT <replicas> <timeout>`
  * after the commands sent so far; at most one WAIT is in flight per
  * connection, and the callers that come while one is out share the next,
- * so a missing replica delays replies by about twice the timeout at worst
- * rather than by a timeout per write.
+ * whose timeout is what is left of wait_timeout for the oldest of them:
+ * a missing replica costs each caller about wait_timeout.
  *
  * Ownership: cache_redis_new() returns the connection; cache_redis_close()
  * stops it and frees it once its last handle closed, then calls done. A
@@ -102,8 +106,10 @@ typedef void (*cache_redis_wait_fn)(void *arg, int acked);
 int cache_redis_wait(struct cache_redis *r, cache_redis_wait_fn cb, void *arg);
 
 /* The Sentinels announced the primary at host:port: a connection to
- * another address is dropped and made again at once; one waiting for its
- * next attempt makes it now. A no-op without a sentinel. */
+ * another address is dropped and made again at once, to that address
+ * without asking the Sentinels (the ROLE check still applies); one waiting
+ * for its next attempt, or for a Sentinel's answer, makes it now. A no-op
+ * without a sentinel. */
 void cache_redis_retarget(struct cache_redis *r, const char *host, int port);
 
 /* Commands sent and not yet answered. */

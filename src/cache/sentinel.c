@@ -11,6 +11,13 @@
  * One timer, `tick`, watches the deadlines: an ask waiting for `q` to come
  * up for longer than the timeout moves on; a subscriber down for twice the
  * timeout moves on.
+ *
+ * A Sentinel found unreachable by one connection is left by both: the
+ * subscriber that lost its Sentinel (a late probe, cache/redis.c) moves to
+ * the next one at once, and takes an idle `q` on the same Sentinel with
+ * it; `q` leaving a Sentinel that did not answer takes the subscriber
+ * along. So the subscription never stays on a Sentinel this worker found
+ * dead, and a +switch-master published by the others is heard.
  */
 #include "cache/sentinel.h"
 
@@ -46,6 +53,7 @@ struct cache_sentinel {
     struct cache_redis *sub;    /* to addrs[sub_cur] */
     size_t sub_cur;
     uint64_t sub_down_since;
+    int sub_lost;               /* deferred to kick: the subscriber lost its Sentinel */
     struct cache_sentinel_ask self_ask;
     int self_asking;
 
@@ -57,6 +65,7 @@ struct cache_sentinel {
 
 static void pump(struct cache_sentinel *s);
 static void on_kick(uv_timer_t *t);
+static void move_sub(struct cache_sentinel *s);
 
 static void kick_soon(struct cache_sentinel *s)
 {
@@ -97,6 +106,9 @@ static void leave(struct cache_sentinel *s, const char *why)
 {
     if (!s->warned)
         log_warn("redis sentinel: %s %s; asking the next Sentinel", s->addrs[s->cur], why);
+    int unreachable = strcmp(why, "did not answer") == 0 || strcmp(why, "cannot be reached") == 0;
+    if (unreachable && s->sub && s->sub_cur == s->cur && s->n > 1)
+        move_sub(s);
     retire(s, s->q);
     s->q = NULL;
     s->querying = 0;
@@ -190,6 +202,19 @@ static void pump(struct cache_sentinel *s)
         leave(s, "refused the question");
 }
 
+/* The subscriber lost its Sentinel: an idle q there goes too (one
+ * asking finds out by its own timeout), then the subscriber moves. */
+static void sub_lost(struct cache_sentinel *s)
+{
+    if (s->q && s->cur == s->sub_cur && !s->querying) {
+        retire(s, s->q);
+        s->q = NULL;
+        s->wait_since = 0;
+        s->cur = (s->cur + 1) % s->n;
+    }
+    move_sub(s);
+}
+
 static void on_kick(uv_timer_t *t)
 {
     struct cache_sentinel *s = t->data;
@@ -197,6 +222,10 @@ static void on_kick(uv_timer_t *t)
     s->leave_why = NULL;
     if (why)
         leave(s, why);
+    if (s->sub_lost) {
+        s->sub_lost = 0;
+        sub_lost(s);
+    }
     pump(s);
 }
 
@@ -250,6 +279,12 @@ static void on_sub_state(void *arg, int up)
 {
     struct cache_sentinel *s = arg;
     s->sub_down_since = up ? 0 : uv_now(s->loop);
+    if (!up && s->n > 1 && !s->closing) {
+        log_warn("redis sentinel: lost the subscription at %s; listening through the next Sentinel",
+                 s->addrs[s->sub_cur]);
+        s->sub_lost = 1; /* not from inside the subscriber's own callback */
+        kick_soon(s);
+    }
     if (up && !s->self_asking && !s->closing) {
         s->self_asking = 1;
         cache_sentinel_ask(s, &s->self_ask, on_self_answer, s);
@@ -270,18 +305,24 @@ static int open_sub(struct cache_sentinel *s)
     return s->sub ? 0 : -ENOMEM;
 }
 
+/* The subscriber to the next Sentinel. */
+static void move_sub(struct cache_sentinel *s)
+{
+    retire(s, s->sub);
+    s->sub = NULL;
+    s->sub_lost = 0;
+    s->sub_cur = (s->sub_cur + 1) % s->n;
+    open_sub(s);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct cache_sentinel *s = t->data;
     uint64_t now = uv_now(s->loop), limit = (uint64_t)s->timeout_ms;
     if (s->q && s->wait_since && !s->querying && !list_empty(&s->asks) && now - s->wait_since >= limit)
         leave(s, "cannot be reached");
-    if (s->sub_down_since && s->n > 1 && now - s->sub_down_since >= 2 * limit) {
-        retire(s, s->sub);
-        s->sub = NULL;
-        s->sub_cur = (s->sub_cur + 1) % s->n;
-        open_sub(s);
-    }
+    if (s->sub_down_since && s->n > 1 && now - s->sub_down_since >= 2 * limit)
+        move_sub(s);
 }
 
 /* --- life -------------------------------------------------------------- */

@@ -12,9 +12,11 @@
  * - Following: a subscriber connection to one Sentinel listens on
  *   `+switch-master`; a switch of our primary is handed to on_switch (the
  *   caller drops its connections to the old address). The subscriber moves
- *   to the next Sentinel when it cannot stay up, and each time it comes up
- *   it asks once and hands the answer to on_switch too, so a switch it
- *   missed while down is followed as well.
+ *   to the next Sentinel when it cannot come up, at once when it loses a
+ *   Sentinel it was subscribed to (a late probe: cache/redis.h), and when
+ *   the asking connection finds its Sentinel unreachable; each time it
+ *   comes up it asks once and hands the answer to on_switch too, so a
+ *   switch it missed while moving is followed as well.
  *
  * An answer may be stale during a failover: the caller checks that the
  * server is the primary (ROLE), and asks again whenever its connection is

@@ -1,6 +1,7 @@
 /* The Redis connection: URL parsing, and against a real redis-server of
  * its own (free port, own folder, stopped by pid): commands, a hung Redis
- * caught by the command timeout, reconnecting after a restart. */
+ * caught by the command timeout (also after thousands of WAITs), WAIT's
+ * cost bounded by wait_timeout, reconnecting after a restart. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -107,6 +108,8 @@ struct probe {
     long long last;
     uv_timer_t timer;
     int step;
+    int acks, eios;        /* cache_redis_wait answers: a count, or -EIO */
+    uint64_t acked_at[4];  /* loop time of the first answers */
 };
 
 static void on_state(void *arg, int up)
@@ -151,16 +154,35 @@ static void closed(void *arg)
     *(int *)arg = 1;
 }
 
-static struct cache_redis *connect_probe(struct probe *p, uv_loop_t *loop, int64_t timeout_ms)
+static struct cache_redis *connect_waiting(struct probe *p, uv_loop_t *loop, int64_t timeout_ms, int replicas,
+                                           int64_t wait_ms)
 {
     char url[64], err[128];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis_port);
-    struct cache_redis_opts o = {.url = url, .command_timeout_ms = timeout_ms, .on_state = on_state, .arg = p};
+    struct cache_redis_opts o = {.url = url, .command_timeout_ms = timeout_ms, .on_state = on_state, .arg = p,
+                                 .wait_replicas = replicas, .wait_timeout_ms = wait_ms};
     p->loop = loop;
     p->r = cache_redis_new(loop, &o, err, sizeof err);
     cr_assert_not_null(p->r, "%s", err);
     cr_assert(run_until(p, is_up, 3000), "never connected");
     return p->r;
+}
+
+static struct cache_redis *connect_probe(struct probe *p, uv_loop_t *loop, int64_t timeout_ms)
+{
+    return connect_waiting(p, loop, timeout_ms, 0, 0);
+}
+
+static void on_acked(void *arg, int acked)
+{
+    struct probe *p = arg;
+    int n = p->acks + p->eios;
+    if (n < 4)
+        p->acked_at[n] = uv_now(p->loop);
+    if (acked < 0)
+        p->eios++;
+    else
+        p->acks++;
 }
 
 static void incr(struct probe *p)
@@ -302,5 +324,110 @@ Test(redis, close_while_down)
     connect_probe(&p, &loop, 10000);
     stop_redis();
     cr_assert(run_until(&p, is_down, 5000));
+    close_probe(&p);
+}
+
+/* --- deadlines ----------------------------------------------------------- */
+
+static int want_acks;
+static int all_acked(struct probe *p) { return p->acks >= want_acks; }
+static int add_failed(struct probe *p) { return p->nulls > 0 && p->eios > 0; }
+
+/* An add as the shop makes it: a write, then a WAIT for it. */
+static void add(struct probe *p)
+{
+    incr(p);
+    cr_assert_eq(cache_redis_wait(p->r, on_acked, p), 0);
+}
+
+/* n adds, two at a time (the second's WAIT goes out when the first's is
+ * answered): n WAITs, each answered long before its timeout. */
+static void serve_adds(struct probe *p, int n)
+{
+    for (int i = 0; i < n; i += 2) {
+        add(p);
+        add(p);
+        want_acks = p->acks + 2;
+        /* blocking iterations (the tick bounds each): thousands of round trips in a few seconds */
+        uint64_t end = uv_now(p->loop) + 5000;
+        while (!all_acked(p) && uv_now(p->loop) < end)
+            uv_run(p->loop, UV_RUN_ONCE);
+        cr_assert(all_acked(p), "adds not answered: %d", p->acks);
+    }
+    cr_assert_eq(p->nulls + p->eios, 0);
+}
+
+/* The server stalls (SIGSTOP: no reset, no reply); what was sent after it
+ * fails within `limit_ms`. */
+static uint64_t stall_until(struct probe *p, int (*failed)(struct probe *), uint64_t t0)
+{
+    int ok = run_until(p, failed, 5000);
+    uint64_t took = uv_now(p->loop) - t0;
+    kill(redis_pid, SIGCONT);
+    cr_assert(ok, "a stalled server held it %llu ms", (unsigned long long)took);
+    return took;
+}
+
+Test(redis, deadlines_hold_after_thousands_of_waits_and_on_a_new_connection)
+{
+    /* no replica: WAIT 0 is answered at once, each well before its timeout */
+    const int64_t cmd_ms = 300, wait_ms = 200;
+    const uint64_t limit = (uint64_t)(cmd_ms + wait_ms) + 100 /* a tick */ + 400 /* a loaded machine */;
+    uv_loop_t loop;
+    struct probe p = {0};
+    uv_loop_init(&loop);
+    connect_waiting(&p, &loop, cmd_ms, 0, wait_ms);
+    serve_adds(&p, 3000);
+    cr_assert_eq(p.downs, 0);
+
+    /* the next add fails within the command timeout, its WAIT within
+     * wait_timeout more, however many WAITs came before */
+    kill(redis_pid, SIGSTOP);
+    uv_update_time(&loop);
+    uint64_t t0 = uv_now(&loop);
+    add(&p);
+    uint64_t took = stall_until(&p, add_failed, t0);
+    cr_assert_leq(took, limit, "an add held %llu ms (command timeout %lld, wait %lld)", (unsigned long long)took,
+                  (long long)cmd_ms, (long long)wait_ms);
+    cr_assert_eq(p.downs, 1);
+
+    /* a new connection owes nothing to the old one's WAITs */
+    cr_assert(run_until(&p, is_up, 5000), "did not reconnect");
+    p.nulls = p.eios = 0;
+    serve_adds(&p, 200);
+    kill(redis_pid, SIGSTOP);
+    uv_update_time(&loop);
+    t0 = uv_now(&loop);
+    incr(&p);
+    took = stall_until(&p, got_null, t0);
+    cr_assert_leq(took, limit, "a command on the new connection held %llu ms", (unsigned long long)took);
+    close_probe(&p);
+}
+
+static int two_answers(struct probe *p) { return p->acks + p->eios >= 2; }
+
+Test(redis, a_wait_that_came_while_another_was_out_costs_wait_timeout_not_two)
+{
+    /* WAIT 1 and no replica: each WAIT runs to its timeout */
+    const int64_t wait_ms = 1000;
+    uv_loop_t loop;
+    struct probe p = {0};
+    uv_loop_init(&loop);
+    connect_waiting(&p, &loop, 5000, 1, wait_ms);
+    uv_update_time(&loop);
+    uint64_t t_a = uv_now(&loop);
+    add(&p); /* its WAIT goes out at once */
+    run_until(&p, never, 500);
+    uint64_t t_b = uv_now(&loop);
+    add(&p); /* waits for the next WAIT */
+    cr_assert(run_until(&p, two_answers, 5000), "the waits were not answered");
+    cr_assert_eq(p.acks, 2, "WAIT failed instead of counting 0 replicas");
+    uint64_t a = p.acked_at[0] - t_a, b = p.acked_at[1] - t_b;
+    cr_assert_geq(a, (uint64_t)wait_ms - 10, "the first WAIT ended early: %llu ms", (unsigned long long)a);
+    /* the second WAIT gets what is left of the second caller's wait_timeout */
+    cr_assert_geq(b, (uint64_t)wait_ms - 10, "the second caller waited only %llu ms", (unsigned long long)b);
+    cr_assert_leq(b, (uint64_t)wait_ms + 300, "the second caller waited %llu ms, wait_timeout %lld",
+                  (unsigned long long)b, (long long)wait_ms);
+    cr_assert_eq(p.downs, 0);
     close_probe(&p);
 }

@@ -514,6 +514,51 @@ Test(sentinel, switch_master_moves_the_connection)
     close_probe(&p);
 }
 
+static int on_b_port;
+static int wrote_on_b(struct probe *p)
+{
+    (void)p;
+    return sync_cmd(on_b_port, "EXISTS %s", "probe-key") == 1;
+}
+
+/* The Sentinel the subscription listens to stalls (SIGSTOP: the connection
+ * stays, nothing comes back, as from a host cut off) while the others
+ * announce a failover: the worker follows through another Sentinel. */
+Test(sentinel, the_subscription_leaves_a_stalled_sentinel)
+{
+    struct probe p = {0};
+    char list[64];
+    start_redis(&a, 0);
+    start_redis(&b, 0);
+    start_sentinel(&s1, a.port); /* first in the list: both connections start there */
+    fake_start(a.port);
+    snprintf(list, sizeof list, "127.0.0.1:%d,127.0.0.1:%d", s1.port, fake.port);
+    open_probe(&p, list, 0, 0); /* Sentinel timeout 300 ms */
+    cr_assert(run_until(&p, is_up, 5000), "never reached the primary");
+    run_until(&p, never, 300);
+    cr_assert_eq(fake_subscribers(), 0, "the subscription is not on the first Sentinel");
+    cr_assert_eq(fake_asked(), 0, "the first Sentinel was not asked");
+
+    kill(s1.pid, SIGSTOP);
+    uv_update_time(&p.loop);
+    uint64_t t0 = uv_now(&p.loop);
+    /* the failover happens now; only the live Sentinel can tell */
+    fake_answer(b.port);
+    fake_publish_switch(a.port, b.port);
+    int followed = run_until(&p, two_ups, 4000);
+    uint64_t took = uv_now(&p.loop) - t0;
+    kill(s1.pid, SIGCONT);
+    cr_assert(followed, "did not follow the failover while the first Sentinel stalled (ups %d, subscribers at the "
+                        "live one %d)", p.ups, fake_subscribers());
+    /* the stall noticed within 1.5 timeouts and a tick, then a round trip or two */
+    cr_assert_leq(took, 1500, "followed %llu ms after the failover", (unsigned long long)took);
+    cr_assert_geq(fake_subscribers(), 1, "the subscription did not move to the live Sentinel");
+    set_key(&p, "probe-key");
+    on_b_port = b.port;
+    cr_assert(run_until(&p, wrote_on_b, 2000), "the write did not go to the new primary");
+    close_probe(&p);
+}
+
 Test(sentinel, readonly_drops_the_connection_and_asks_again)
 {
     struct probe p = {0};

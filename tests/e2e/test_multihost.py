@@ -8,9 +8,12 @@ The test builds its own hosts out of network namespaces on one switch
     app1  10.77.0.11   `cohort serve`: the shop, carts in Redis found through Sentinel,
     app2  10.77.0.12     every cart change waiting for 1 replica (WAIT, 300 ms)
     app3  10.77.0.13
-    rd    10.77.0.20   redis-server primary (6379) and replica (6380), both
-                       appendonly yes + appendfsync always; three Sentinels
-                       (26379-26381, quorum 2, down-after 1 s)
+    rd1   10.77.0.20   redis-server primary (6379) and Sentinel 26379 (the first
+                       in every app host's redis.sentinels)
+    rd2   10.77.0.21   redis-server replica (6380) and Sentinel 26380
+    rd3   10.77.0.22   Sentinel 26381
+                       (both servers appendonly yes + appendfsync always;
+                       Sentinels quorum 2, down-after 1 s)
 
 Each scenario runs under a bounded mixed load from `cl` (GETs of products
 and cart adds, every add to a (user, product) pair of its own, so each
@@ -21,7 +24,13 @@ every add answered 2xx:
    takes it back; no GET fails;
 2. the Redis primary killed: Sentinel promotes the replica, cohort follows;
    adds during the outage are 503, none answered 200 is lost;
-3. `cohort reload` on each app host in turn, under load: nothing fails.
+3. the Redis primary's host cut off for 8 s (its cable pulled, with the
+   first Sentinel), after thousands of adds (the primary put back on rd1
+   first): every request is answered within redis.command_timeout (+
+   wait_timeout) and a margin, every worker's +switch-master subscription
+   moves to a live Sentinel, the workers follow the failover within 1 s of
+   the other Sentinels' announcement, none answered 200 is lost;
+4. `cohort reload` on each app host in turn, under load: nothing fails.
 
 The figures each scenario measures are printed (pytest -s) and written to
 figures.json in the work directory, which is kept only when a scenario
@@ -51,13 +60,18 @@ SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
 # returned primary into a replica. The test waits for that, not for 10 s.
 SENTINEL_ACTS_WITHIN = 90
 NET = "10.77.0"
-CL_IP, LB_IP, RD_IP = NET + ".5", NET + ".10", NET + ".20"
+CL_IP, LB_IP = NET + ".5", NET + ".10"
 APPS = (("app1", NET + ".11"), ("app2", NET + ".12"), ("app3", NET + ".13"))
+RDS = (("rd1", NET + ".20"), ("rd2", NET + ".21"), ("rd3", NET + ".22"))
 APP_PORT, LB_PORT, LB_ADMIN = 3000, 8080, 8081
 PRIMARY, REPLICA = 6379, 6380
 SENTINELS = (26379, 26380, 26381)
+# which rd host runs each server: the primary with the first Sentinel
+HOST_OF = {PRIMARY: "rd1", REPLICA: "rd2", 26379: "rd1", 26380: "rd2", 26381: "rd3"}
 MASTER = "mymaster"
 PASSWORD = "multihost-secret"
+WORKERS = 2
+COMMAND_TIMEOUT_MS = 1000
 WAIT_TIMEOUT_MS = 300
 HEALTH_INTERVAL_MS, FALL, RISE = 300, 2, 2
 PRODUCTS = 1000
@@ -156,7 +170,7 @@ class Cluster:
         self.cl = self.net.host("cl", CL_IP)
         self.lb_host = self.net.host("lb", LB_IP)
         self.app_hosts = [self.net.host(n, ip) for n, ip in APPS]
-        self.rd = self.net.host("rd", RD_IP)
+        self.rd_hosts = {n: self.net.host(n, ip) for n, ip in RDS}
         self.redis = {}       # port -> netns.Proc
         self.redis_argv = {}
         self.sentinels = []
@@ -165,8 +179,14 @@ class Cluster:
         self.figures = {}
 
     # --- Redis -----------------------------------------------------------
+    def rd(self, port):
+        """The host that runs the server (or Sentinel) on port."""
+        return self.rd_hosts[HOST_OF[port]]
+
     def rcall(self, port, *args, timeout=2.0):
-        with self.rd.entered():
+        """A command to the server on port, from inside its own host (so
+        it answers while the host is cut off)."""
+        with self.rd(port).entered():
             c = RespClient(port, timeout=timeout)
             try:
                 if port not in SENTINELS:
@@ -186,25 +206,44 @@ class Cluster:
         os.makedirs(d, exist_ok=True)
         if port not in self.redis_argv:
             # what makes "an answered add is never lost" true (docs/scaling.md)
-            argv = [REDIS_SERVER, "--port", str(port), "--bind", RD_IP, "127.0.0.1", "--dir", d, "--save", "",
+            argv = [REDIS_SERVER, "--port", str(port), "--bind", self.rd(port).addr, "127.0.0.1", "--dir", d,
+                    "--save", "",
                     "--appendonly", "yes", "--appendfsync", "always", "--repl-diskless-sync-delay", "0",
                     "--requirepass", PASSWORD, "--masterauth", PASSWORD,
                     "--daemonize", "no", "--logfile", os.path.join(d, "redis.log")]
             if replica_of:
-                argv += ["--replicaof", RD_IP, str(replica_of)]
+                argv += ["--replicaof", self.rd(replica_of).addr, str(replica_of)]
             self.redis_argv[port] = argv
-        self.redis[port] = self.rd.spawn(self.redis_argv[port], os.path.join(d, "stdout.log"))
+        self.redis[port] = self.rd(port).spawn(self.redis_argv[port], os.path.join(d, "stdout.log"))
         wait_for(lambda: self.rping(port), 10, what="redis on %d" % port)
 
-    def primary(self):
-        """The primary's port, as the first Sentinel that answers names it."""
-        for s in SENTINELS:
+    def primary(self, sentinels=SENTINELS):
+        """The primary's port, as most of the Sentinels that answer name it
+        (one cut off from the others may name the old one)."""
+        votes = {}
+        for s in sentinels:
             try:
-                ip, port = self.rcall(s, "SENTINEL", "get-master-addr-by-name", MASTER)
-                return int(port)
+                ip, port = self.rcall(s, "SENTINEL", "get-master-addr-by-name", MASTER, timeout=1.0)
+                votes[int(port)] = votes.get(int(port), 0) + 1
             except Exception:  # noqa: BLE001 - the next one
                 continue
-        raise AssertionError("no Sentinel answers")
+        if not votes:
+            raise AssertionError("no Sentinel answers")
+        return max(votes, key=lambda p: (votes[p], p == PRIMARY))
+
+    def worker_conns(self, ports, subscribers=False):
+        """Connections to the servers (or Sentinels) on ports from each app
+        host: the subscribers (flag P) or the others. To a Redis server,
+        the others are the workers' command connections; to a Sentinel, the
+        subscribers are the workers' +switch-master ones."""
+        out = {ip: 0 for _, ip in APPS}
+        for port in ports:
+            for line in self.rcall(port, "CLIENT", "LIST").decode().splitlines():
+                f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                ip = f.get("addr", "").rsplit(":", 1)[0]
+                if ip in out and ("P" in f.get("flags", "")) == subscribers:
+                    out[ip] += 1
+        return out
 
     def replica_online(self, port):
         try:
@@ -238,9 +277,9 @@ class Cluster:
                         "sentinel down-after-milliseconds %s 1000\n"
                         "sentinel failover-timeout %s 4000\n"
                         "sentinel parallel-syncs %s 1\n"
-                        % (port, RD_IP, d, os.path.join(d, "sentinel.log"), MASTER, RD_IP, PRIMARY, MASTER,
-                           PASSWORD, MASTER, MASTER, MASTER))
-            self.sentinels.append(self.rd.spawn([SENTINEL, conf], os.path.join(d, "stdout.log")))
+                        % (port, self.rd(port).addr, d, os.path.join(d, "sentinel.log"), MASTER,
+                           self.rd(PRIMARY).addr, PRIMARY, MASTER, PASSWORD, MASTER, MASTER, MASTER))
+            self.sentinels.append(self.rd(port).spawn([SENTINEL, conf], os.path.join(d, "stdout.log")))
         for port in SENTINELS:
             wait_for(lambda: self.rping(port), 10, what="sentinel on %d" % port)
 
@@ -258,13 +297,14 @@ class Cluster:
     def app_config(self, ip):
         return {
             "server": {"host": ip, "port": APP_PORT},
-            "workers": 2,
+            "workers": WORKERS,
             "shutdown_timeout": "10s",
             "store": {"path": "shop.db"},
             # with Sentinels the URL gives only the password (and database): its host names nothing
             "redis": {"url": "redis://:%s@%s" % (PASSWORD, MASTER),
-                      "sentinels": ["%s:%d" % (RD_IP, p) for p in SENTINELS], "master_name": MASTER,
-                      "command_timeout": "1s", "wait_replicas": 1, "wait_timeout": "%dms" % WAIT_TIMEOUT_MS},
+                      "sentinels": ["%s:%d" % (self.rd(p).addr, p) for p in SENTINELS], "master_name": MASTER,
+                      "command_timeout": "%dms" % COMMAND_TIMEOUT_MS, "wait_replicas": 1,
+                      "wait_timeout": "%dms" % WAIT_TIMEOUT_MS},
             "log": {"access": "off", "stats_interval": "0s"},
         }
 
@@ -405,6 +445,14 @@ class Load(shopload.PacedLoad):
         self.t1 = time.monotonic()
 
 
+class Adds(Load):
+    """Cart adds only, as fast as `rate` allows: a worker's connection
+    serves thousands of WAITs."""
+
+    def request(self, i, k, rng):
+        return shopload.cart_add("%s-t%d-%d" % (self.tag, i, k // PRODUCTS), k % PRODUCTS + 1, rng.randint(1, 9))
+
+
 def summary(records):
     out = {}
     for r in records:
@@ -538,6 +586,108 @@ def test_redis_primary_killed(cluster):
         failed_back_to_the_restarted_one=final_primary == old,
         slowest_get_s=round(slowest_get, 3), gets=len(load.of("get")), adds=summary(adds),
         seconds=round(load.t1 - load.t0, 1))
+
+
+def ensure_primary(c, port):
+    """The pair back to `port` as the primary (a Sentinel-run failover)
+    when an earlier scenario left the other one there."""
+    if c.primary() == port:
+        return
+    c.rcall(SENTINELS[1], "SENTINEL", "FAILOVER", MASTER)
+    wait_for(lambda: c.primary() == port and c.replica_online(port), SENTINEL_ACTS_WITHIN, step=0.2,
+             what="the primary back on %d" % port, story=c.sentinel_story)
+
+
+def test_redis_primary_host_cut_off(cluster):
+    """rd1 (the primary and the first Sentinel of every worker's list)
+    loses its network for 8 s after the workers served thousands of adds."""
+    c = cluster
+    c.healthy()
+    ensure_primary(c, PRIMARY)
+    c.healthy()
+    rd1, cut_s = c.rd(PRIMARY), 8.0
+    others = tuple(p for p in SENTINELS if HOST_OF[p] != HOST_OF[PRIMARY])
+    with Adds(c, "warm", threads=8, rate=150) as warm:
+        wait_for(lambda: sum(1 for r in warm.records if r["status"] == 200) >= 3000, 60, step=0.2,
+                 what="3000 adds served before the cut")
+    warm_200 = sum(1 for r in warm.records if r["status"] == 200)
+    # a replica held up for WAIT's 300 ms on a busy machine refuses a few
+    assert all(r["status"] in (200, 503) for r in warm.records), summary(warm.records)
+    with Load(c, "partition") as load:
+        time.sleep(2)
+        t_cut = time.monotonic()
+        c.net.cut(rd1)
+        t_cut_done = time.monotonic()  # `ip` may take a while on a busy machine
+        marks = {}
+
+        def progress():
+            now = time.monotonic()
+            if "listening" not in marks and all(
+                    n >= WORKERS for n in c.worker_conns(others, subscribers=True).values()):
+                marks["listening"] = now
+            if "switch" not in marks and c.primary(others) == REPLICA:
+                marks["switch"] = now
+            if "switch" in marks and "followed" not in marks and all(
+                    n >= WORKERS for n in c.worker_conns([REPLICA]).values()):
+                marks["followed"] = now
+            # the subscriptions are judged below: waiting longer for them proves nothing
+            return "followed" in marks and ("listening" in marks or now - t_cut > 10)
+        wait_for(progress, SENTINEL_ACTS_WITHIN, step=0.05, what="the workers following the failover",
+                 story=lambda: "%r commands %r, subscriptions %r\n%s" % (
+                     marks, c.worker_conns([REPLICA]), c.worker_conns(others, subscribers=True),
+                     c.sentinel_story()))
+        time.sleep(max(0.0, t_cut + cut_s - time.monotonic()))
+        t_restore = time.monotonic()
+        c.net.restore(rd1)
+        # the old primary returns a primary of nothing; the Sentinels make it a replica
+        wait_for(lambda: c.primary() == REPLICA and c.replica_online(REPLICA), SENTINEL_ACTS_WITHIN, step=0.05,
+                 what="the old primary a replica online", story=c.sentinel_story)
+        t_synced = time.monotonic()
+        wait_for(lambda: any(r["status"] == 200 and r["t0"] > t_synced for r in load.of("add")), 10,
+                 what="adds answered 200 again")
+        time.sleep(1)
+    assert "listening" in marks, "the +switch-master subscriptions stayed on the lost Sentinel: %r" % (
+        c.worker_conns(others, subscribers=True))
+    t_switch, t_followed, t_listening = marks["switch"], marks["followed"], marks["listening"]
+    gets, adds = load.of("get"), load.of("add")
+    # every request answered, within the Redis deadlines: a GET's MGET (also
+    # when sent behind a WAIT) is failed within command_timeout + wait_timeout,
+    # an add's write and WAIT as much; a tick (100 ms) and the hops on top
+    bound = (COMMAND_TIMEOUT_MS + WAIT_TIMEOUT_MS) / 1000.0 + 0.5
+    slow = [r for r in gets + adds if r["status"] is None or r["t1"] - r["t0"] > bound]
+    assert not slow, "%d requests unanswered or held longer than %.1f s, first: %s\n%s" % (
+        len(slow), bound, slow[:3], c.logs())
+    slowest_get = assert_gets_all_ok(load, "the primary's host cut off")
+    assert all(r["status"] in (200, 503) for r in adds), "adds are 200 or 503: %s" % summary(adds)
+    # while rd1 is cut off no replica can acknowledge: no 200
+    cut = [r for r in adds if r["t0"] > t_cut_done and r["t1"] < t_restore]
+    ok_in_cut = [dict(r, t0=round(r["t0"] - t_cut, 3), t1=round(r["t1"] - t_cut, 3)) for r in cut if r["status"] == 200]
+    assert cut and not ok_in_cut, "%s during the cut (%.2f s), first: %s" % (summary(cut), t_restore - t_cut,
+                                                                           ok_in_cut[:3])
+    # every worker's +switch-master subscription left the lost Sentinel for a
+    # live one: noticed by a SUBSCRIBE unconfirmed for command_timeout, sent
+    # every half of it (a 100 ms tick, our 50 ms polls and slack on top)
+    assert t_listening - t_cut <= 1.5 * COMMAND_TIMEOUT_MS / 1000.0 + 0.6, \
+        "the subscriptions reached live Sentinels %.2f s after the cut" % (t_listening - t_cut)
+    # the failover heard within 1 s of the Sentinels' (our polls add at most a step each)
+    assert t_followed - t_switch <= 1.0 + 0.2, "followed %.2f s after the Sentinels switched (%.2f s after the " \
+        "cut)" % (t_followed - t_switch, t_followed - t_cut)
+    # once on the new primary, an add fails at WAIT's timeout (no replica), not twice that
+    refused = sorted(r["t1"] - r["t0"] for r in adds
+                     if r["status"] == 503 and r["t0"] > t_followed + 0.5 and r["t1"] < t_restore)
+    assert refused, "no add refused on the new primary: %s" % summary(adds)
+    median_503 = refused[len(refused) // 2]
+    assert median_503 <= WAIT_TIMEOUT_MS / 1000.0 + 0.15, "a 503'd add took %.3f s (median)" % median_503
+    carts = check_carts(c, load)
+    check_carts(c, warm)
+    c.figures["primary_host_cut"] = dict(
+        carts, adds_before_cut=warm_200, cut_s=round(t_restore - t_cut, 2),
+        failover_s=round(t_switch - t_cut, 2), followed_s=round(t_followed - t_cut, 2),
+        resubscribed_s=round(t_listening - t_cut, 2),
+        replica_back_after_s=round(t_synced - t_cut, 2),
+        slowest_get_s=round(slowest_get, 3), slowest_add_s=round(max(r["t1"] - r["t0"] for r in adds), 3),
+        add_503_median_s=round(median_503, 3), add_503_max_s=round(refused[-1], 3),
+        gets=len(gets), adds=summary(adds), seconds=round(load.t1 - load.t0, 1))
 
 
 def test_rolling_reload(cluster):

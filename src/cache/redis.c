@@ -583,12 +583,12 @@ static void on_subscription(redisAsyncContext *ac, void *reply, void *privdata)
     if (strcmp(kind, "subscribe") == 0 && r->state == ST_HANDSHAKE) {
         became_up(r);
     } else if (strcmp(kind, "subscribe") == 0 && r->state == ST_UP) {
-        r->probe_out = 0;
+        r->probe_out = 0; /* the probe's confirmation */
         r->probe_ms = uv_now(r->loop);
-    }
-    else if (strcmp(kind, "message") == 0 && r->state == ST_UP && rep->element[2]->type == REDIS_REPLY_STRING &&
-             r->on_message)
+    } else if (strcmp(kind, "message") == 0 && r->state == ST_UP && rep->element[2]->type == REDIS_REPLY_STRING &&
+               r->on_message) {
         r->on_message(r->arg, rep->element[2]->str, rep->element[2]->len);
+    }
 }
 
 static void handshake(struct cache_redis *r)

@@ -16,6 +16,7 @@
 #include "proc/checker.h"
 #include "proc/control.h"
 #include "proc/master.h"
+#include "proc/upgrade.h"
 #include "proc/worker.h"
 
 #ifndef COHORT_VERSION
@@ -34,6 +35,8 @@ static const char usage_main[] =
     "  status         show the running master's workers (like pm2 ls); --json for scripts\n"
     "  reload         re-read the config and replace workers one at a time, without\n"
     "                 dropping a request; waits and reports the outcome\n"
+    "  upgrade        replace the master too: start a new one from the binary on disk,\n"
+    "                 hand it the sockets, let the old workers drain (also: SIGUSR2)\n"
     "  stop           stop the running master gracefully and wait until it is gone\n"
     "\n"
     "options:\n"
@@ -59,7 +62,8 @@ static const char usage_serve[] =
     "  -h, --help           show this help\n"
     "\n"
     "Flags win over environment variables, which win over config files.\n"
-    "Signals: TERM, INT or QUIT stop gracefully; a second one stops at once.\n";
+    "Signals: TERM, INT or QUIT stop gracefully; a second one stops at once;\n"
+    "HUP reloads (as `cohort reload`); USR2 upgrades the master (as `cohort upgrade`).\n";
 
 static int bad_usage(const char *fmt, const char *arg, const char *text, const char *cmd)
 {
@@ -129,6 +133,7 @@ static int load_config(int argc, char **argv, const char *cmd, const char *what,
         return r;
     if (cfg_load(&o->src, cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "cohort: %s\n", err);
+        upgrade_fail_early(err); /* a new master tells the old one why */
         return CFG_EXIT_CODE;
     }
     return -1;
@@ -165,7 +170,7 @@ static int cmd_serve(int argc, char **argv)
     return master_run(&cfg, &o.src, exe);
 }
 
-/* status, reload, stop: the master is found through the control socket the
+/* status, reload, upgrade, stop: the master is found through the control socket the
  * same config (files, environment, flags) names. */
 static int cmd_control(int argc, char **argv, const char *cmd)
 {
@@ -181,8 +186,9 @@ static int cmd_control(int argc, char **argv, const char *cmd)
         }
     int r = load_config(argc, argv, cmd, "Talks to the running master over its control socket (control.socket).\n"
                        "status prints the workers (--json: as JSON); reload replaces them with the\n"
-                       "config and binary on disk; stop stops gracefully. Exit: 0 done, 1 failed,\n"
-                       "3 no master running.", &o, &cfg);
+                       "config on disk, started from the binary on disk; upgrade replaces the master\n"
+                       "too (a new pid, the same sockets and counters); stop stops gracefully.\n"
+                       "Exit: 0 done, 1 failed, 3 no master running.", &o, &cfg);
     if (r >= 0)
         return r;
     r = control_command(cmd, &cfg, json);
@@ -397,6 +403,7 @@ static int cmd_balance(int argc, char **argv)
     src.overrides = b.ov;
     if (cfg_load(&src, &cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "cohort: %s\n", err);
+        upgrade_fail_early(err);
         return CFG_EXIT_CODE;
     }
     if (!cfg.nupstreams) {
@@ -424,6 +431,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return bad_usage("%s", "a command is needed", usage_main, "");
+    upgrade_keep_argv(argc, argv); /* before getopt reorders it */
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage_main, stdout);
@@ -439,7 +447,8 @@ int main(int argc, char **argv)
         return cmd_balance(argc - 1, argv + 1);
     if (strcmp(cmd, "check-config") == 0)
         return cmd_check_config(argc - 1, argv + 1);
-    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "stop") == 0)
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "upgrade") == 0 ||
+        strcmp(cmd, "stop") == 0)
         return cmd_control(argc - 1, argv + 1, cmd);
     if (strcmp(cmd, "__worker") == 0)
         return cmd_worker(argc, argv);

@@ -73,13 +73,21 @@ void metrics_fold(struct metrics_slot *into, struct metrics_slot *slot)
 }
 
 /* Readers copy under the sequence number: odd while a fold runs, and
- * different before and after a copy that a fold overlapped. */
+ * different before and after a copy that a fold overlapped. Making it odd
+ * is a compare-and-swap, so that two masters sharing the segment during an
+ * upgrade (proc/upgrade.h) never fold at the same time. */
 void metrics_retire(struct metrics_shm *m, uint32_t idx)
 {
     if (idx >= m->nslots)
         return;
-    uint64_t seq = metrics_get(m->seq);
-    __atomic_store_n(&m->seq, seq + 1, __ATOMIC_RELAXED);
+    uint64_t seq;
+    for (;;) {
+        seq = __atomic_load_n(&m->seq, __ATOMIC_ACQUIRE);
+        if (!(seq & 1) && __atomic_compare_exchange_n(&m->seq, &seq, seq + 1, 0, __ATOMIC_ACQ_REL,
+                                                      __ATOMIC_RELAXED))
+            break;
+        usleep(20);
+    }
     __atomic_thread_fence(__ATOMIC_RELEASE);
     metrics_fold(&m->retired, &m->slots[idx]);
     __atomic_store_n(&m->seq, seq + 2, __ATOMIC_RELEASE);
@@ -107,8 +115,19 @@ uint32_t metrics_slots_used(const struct metrics_shm *m)
 
 void metrics_mark_used(struct metrics_shm *m, uint32_t idx)
 {
-    if (idx < m->nslots && idx + 1 > m->used)
-        __atomic_store_n(&m->used, idx + 1, __ATOMIC_RELEASE);
+    uint32_t used = __atomic_load_n(&m->used, __ATOMIC_ACQUIRE);
+    while (idx < m->nslots && idx + 1 > used &&
+           !__atomic_compare_exchange_n(&m->used, &used, idx + 1, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
+        ;
+}
+
+int metrics_claim(struct metrics_shm *m, uint32_t idx, uint64_t owner)
+{
+    uint64_t free_pid = 0;
+    return idx < m->nslots && __atomic_compare_exchange_n(&m->slots[idx].pid, &free_pid, owner, 0,
+                                                          __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
+               ? 0
+               : -EBUSY;
 }
 
 void metrics_snapshot(const struct metrics_shm *m, struct metrics_slot *retired, struct metrics_slot *slots,

@@ -136,6 +136,9 @@ void metrics_snapshot(const struct metrics_shm *m, struct metrics_slot *retired,
 uint32_t metrics_slots_used(const struct metrics_shm *m);
 /* The master, when it hands out slot idx. */
 void metrics_mark_used(struct metrics_shm *m, uint32_t idx);
+/* Takes slot idx for `owner` (a pid) when its pid word is 0: 0, or -EBUSY.
+ * Atomic, so two masters sharing the segment never take the same slot. */
+int metrics_claim(struct metrics_shm *m, uint32_t idx, uint64_t owner);
 /* Adds the counters and gauges of `s` into `total` (identity words are
  * left alone). */
 void metrics_accumulate(struct metrics_slot *total, const struct metrics_slot *s);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,26 @@ void control_paths(const struct cfg *cfg, char *sock, size_t socklen, char *pid,
         snprintf(pid, pidlen, "%s", cfg->pid_file);
     else
         snprintf(pid, pidlen, "%s/cohort-%d.pid", dir, cfg->port);
+}
+
+int control_listen(const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    mode_t old = umask(0077);
+    int r = bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 16) < 0 ? -errno : 0;
+    umask(old);
+    if (r < 0 || chmod(path, 0600) < 0) {
+        r = r < 0 ? r : -errno;
+        close(fd);
+        return r;
+    }
+    return fd;
 }
 
 static int connect_unix(const char *path)

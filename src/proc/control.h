@@ -4,7 +4,9 @@
  *   {"cmd": "status"}  -> {"ok": true, "master": {...}, "workers": [...]}
  *   {"cmd": "reload"}  -> answered when the reload has ended
  *   {"cmd": "stop"}    -> answered at once; the master then stops
- * The `cohort status | reload | stop` commands are the client side.
+ *   {"cmd": "upgrade"} -> answered by the old master once a new master
+ *                         (its "pid") took over, or failed to
+ * The `cohort status | reload | upgrade | stop` commands are the client side.
  */
 #ifndef COHORT_CONTROL_H
 #define COHORT_CONTROL_H
@@ -22,6 +24,12 @@
  * ones, or $XDG_RUNTIME_DIR (else /tmp)/cohort-<port>.{sock,pid}. */
 void control_paths(const struct cfg *cfg, char *sock, size_t socklen, char *pid, size_t pidlen);
 
+/* Server: a Unix socket bound at path (mode 0600) and listening,
+ * non-blocking and close-on-exec; its fd or -errno. Bound here rather than
+ * by libuv, which would remove the path when the handle closes: an old
+ * master closes its handle while the new one goes on listening. */
+int control_listen(const char *path);
+
 /*
  * Client: sends `request` (one JSON object) to the master at `path` and
  * returns its answer (a malloc'ed string, without the newline) in *reply.
@@ -30,7 +38,7 @@ void control_paths(const struct cfg *cfg, char *sock, size_t socklen, char *pid,
  */
 int control_request(const char *path, const char *request, char **reply, int timeout_ms);
 
-/* Runs a client command ("status", "reload", "stop") and prints its
+/* Runs a client command ("status", "reload", "upgrade", "stop") and prints its
  * outcome; returns the process exit code. */
 int control_command(const char *cmd, const struct cfg *cfg, int json);
 

@@ -13,6 +13,7 @@
 #include "proc/master.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -37,6 +38,7 @@
 #include "proc/control.h"
 #include "proc/ipc.h"
 #include "proc/notify.h"
+#include "proc/upgrade.h"
 #include "proc/worker.h"
 #include "store/db.h"
 #include "proxy/health.h"
@@ -116,7 +118,7 @@ struct master {
     int nslots;             /* slots in use: cfg.workers */
     struct wproc *procs;
     int nprocs;
-    uv_signal_t sigs[5];
+    uv_signal_t sigs[6];
     int admin_fd;           /* admin listener (admin.port) for /metrics, /stats, /status; -1: none */
     uv_timer_t kill_timer;
     uv_tcp_t acceptor;      /* round_robin / least_loaded */
@@ -131,6 +133,17 @@ struct master {
     int exit_code;
     struct hc *hc;          /* upstream servers' state and ejections (proxy/health.h) */
     struct checker *chk;    /* the health checker process (proc/checker.h) */
+    /* `cohort upgrade` (proc/upgrade.h): the old master's side... */
+    struct upgrade *up;     /* a new master on its way; NULL: none */
+    struct ctl_client *up_waiters;
+    int up_paused;          /* acceptor and control socket left to the new master */
+    int ctl_spare;          /* the control socket, kept while paused; -1: none */
+    int handed_over;        /* a new master took over: its socket and pid file now */
+    /* ...and the new master's */
+    struct upgrade_fds inh;
+    int inherited;
+    struct upgrade_child *upc;
+    uv_timer_t up_timer;    /* its workers' ready_timeout */
 };
 
 static void spawn(struct wslot *s, int replacement);
@@ -139,6 +152,7 @@ static void reload_finish(struct master *m, int ok, const char *msg);
 static void begin_stop(struct master *m, const char *why);
 static void reload_begin(struct master *m);
 static int replace_slot(struct wslot *s, const char *why);
+static void upgrade_begin(struct master *m, struct ctl_client *c);
 
 static int master_routes_connections(const struct cfg *c)
 {
@@ -260,10 +274,11 @@ static int config_memfd(const struct cfg *cfg)
 static int alloc_mslot(struct master *m)
 {
     for (uint32_t i = 0; i < m->nmslots; i++) {
-        int used = metrics_get(m->shm->slots[i].pid) != 0;
+        int used = 0;
         for (struct wproc *p = m->procs; p && !used; p = p->next)
             used = p->mslot == (int)i;
-        if (!used)
+        /* a claim, not a look: during an upgrade two masters share the slots */
+        if (!used && metrics_claim(m->shm, i, (uint64_t)getpid()) == 0)
             return (int)i;
     }
     return -1;
@@ -412,6 +427,8 @@ static void announce(struct master *m)
     log_info("serving http://%s%s%s:%d/ with %d workers (schedule %s)", h6, m->cfg.host, *h6 ? "]" : "",
              m->cfg.port, m->nslots, schedule_name(m->cfg.schedule));
     notify_send("READY=1");
+    if (m->upc)
+        upgrade_child_ready(m->upc);
 }
 
 /* A replacement reported ready: it takes the slot, the old one drains. */
@@ -620,6 +637,7 @@ static void spawn(struct wslot *s, int replacement)
     p->handles = 2;
     if (r < 0) {
         log_error("worker %d: cannot start %s: %s", s->id, m->exe, uv_strerror(r));
+        metrics_set(m->shm->slots[mslot].pid, 0);
         close_proc_handles(p);
         if (!replacement)
             replace_dead(s, 0, 0, "could not be started");
@@ -723,8 +741,8 @@ static void reload_begin(struct master *m)
 {
     struct reload *rl = &m->rl;
     char err[600], msg[700];
-    if (m->stopping) {
-        fail_before_start(m, "not reloading: the server is stopping");
+    if (m->stopping || m->up) {
+        fail_before_start(m, m->up ? "not reloading: an upgrade is under way" : "not reloading: the server is stopping");
         return;
     }
     memset(&rl->next, 0, sizeof(rl->next));
@@ -973,6 +991,8 @@ static void ctl_command(struct ctl_client *c, const char *cmd)
         } else {
             reload_begin(m);
         }
+    } else if (strcmp(cmd, "upgrade") == 0) {
+        upgrade_begin(m, c);
     } else if (strcmp(cmd, "stop") == 0) {
         ctl_answer(c, json_pack("{s:b, s:i, s:s}", "ok", 1, "pid", (int)getpid(), "message", "stopping"));
         if (!m->stopping)
@@ -1049,21 +1069,23 @@ static int claim_control(struct master *m, char *err, size_t errlen)
     return 0;
 }
 
-static int open_control(struct master *m, char *err, size_t errlen)
+/* Answers on the listening control socket fd (taken over, even on error). */
+static int serve_control(struct master *m, int fd)
 {
     uv_pipe_init(m->loop, &m->ctl, 0);
     m->ctl.data = m;
-    m->ctl_open = 1;
-    mode_t old = umask(0077);
-    int r = uv_pipe_bind(&m->ctl, m->ctl_path);
-    umask(old);
+    int r = uv_pipe_open(&m->ctl, fd);
+    if (r < 0)
+        close(fd);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&m->ctl, 16, on_ctl_conn);
-    if (r < 0) {
-        snprintf(err, errlen, "cannot open control socket %s: %s", m->ctl_path, uv_strerror(r));
-        return r;
-    }
-    chmod(m->ctl_path, 0600);
+    if (r < 0)
+        uv_close((uv_handle_t *)&m->ctl, NULL);
+    return r;
+}
+
+static void write_pid_file(struct master *m)
+{
     FILE *f = fopen(m->pid_path, "w");
     if (f) {
         fprintf(f, "%d\n", (int)getpid());
@@ -1071,6 +1093,18 @@ static int open_control(struct master *m, char *err, size_t errlen)
     } else {
         log_warn("cannot write pid file %s: %s", m->pid_path, strerror(errno));
     }
+}
+
+static int open_control(struct master *m, char *err, size_t errlen)
+{
+    int fd = control_listen(m->ctl_path);
+    int r = fd < 0 ? fd : serve_control(m, fd);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot open control socket %s: %s", m->ctl_path, uv_strerror(r));
+        return r;
+    }
+    m->ctl_open = 1;
+    write_pid_file(m);
     return 0;
 }
 
@@ -1095,7 +1129,10 @@ static void begin_stop(struct master *m, const char *why)
     checker_stop(m->chk);
     hc_close(m->hc);
     m->hc = NULL;
-    notify_send("STOPPING=1");
+    if (m->up && !m->handed_over)
+        upgrade_abort(m->up, "upgrade stopped: the server is stopping");
+    if (!m->handed_over) /* systemd follows the new master now */
+        notify_send("STOPPING=1");
     log_info("%s: stopping gracefully (up to %lld ms)", why, (long long)m->cfg.shutdown_timeout_ms);
     /* workers keep their own descriptors; closing ours lets the sockets go
      * away as soon as every worker has stopped accepting */
@@ -1134,6 +1171,11 @@ static void on_signal(uv_signal_t *sig, int signum)
         reopen_logs(m);
         return;
     }
+    if (signum == SIGUSR2) {
+        log_info("SIGUSR2: upgrading the master");
+        upgrade_begin(m, NULL);
+        return;
+    }
     if (signum == SIGHUP) {
         if (m->rl.active) {
             m->rl.queued = 1;
@@ -1156,9 +1198,9 @@ static void on_signal(uv_signal_t *sig, int signum)
 
 static void setup_signals(struct master *m)
 {
-    static const int signums[5] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
+    static const int signums[6] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2};
     signal(SIGPIPE, SIG_IGN);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         uv_signal_init(m->loop, &m->sigs[i]);
         m->sigs[i].data = m;
         uv_signal_start(&m->sigs[i], on_signal, signums[i]);
@@ -1171,6 +1213,213 @@ static void close_walk(uv_handle_t *h, void *arg)
     (void)arg;
     if (!uv_is_closing(h))
         uv_close(h, NULL);
+}
+
+/* --- upgrade: the old master (proc/upgrade.h) ------------------------------ */
+
+/* The new master is ready: it will accept, and answer the control socket. */
+static void pause_serving(struct master *m)
+{
+    m->up_paused = 1;
+    if (m->accepting) {
+        m->accepting = 0;
+        uv_close((uv_handle_t *)&m->acceptor, NULL);
+    }
+    uv_close((uv_handle_t *)&m->ctl, NULL); /* ctl_spare keeps the socket */
+}
+
+static void resume_serving(struct master *m)
+{
+    if (!m->up_paused || m->stopping)
+        return;
+    m->up_paused = 0;
+    if (serve_control(m, m->ctl_spare) < 0)
+        log_error("cannot answer on the control socket %s again", m->ctl_path);
+    m->ctl_spare = -1;
+    if (master_routes_connections(&m->cfg) && start_acceptor(m) < 0)
+        log_error("cannot accept on the listening socket again");
+}
+
+static void upgrade_answer(struct master *m, json_t *reply)
+{
+    answer_waiters(m->up_waiters, reply);
+    m->up_waiters = NULL;
+}
+
+/* The new master took over: its control socket, pid file and systemd's
+ * MAINPID; this one drains its workers and exits. */
+static void handed_over(struct master *m, int pid)
+{
+    char text[200], state[64];
+    m->handed_over = 1;
+    m->ctl_open = 0; /* the socket's path and the pid file are the new master's */
+    snprintf(state, sizeof(state), "MAINPID=%d", pid);
+    notify_send(state);
+    snprintf(text, sizeof(text), "upgraded: master pid %d took over from pid %d, whose workers now drain", pid,
+             (int)getpid());
+    log_info("%s", text);
+    upgrade_answer(m, json_pack("{s:b, s:s, s:i, s:i}", "ok", 1, "message", text, "pid", pid, "old_pid",
+                                (int)getpid()));
+    begin_stop(m, "upgraded");
+}
+
+static void upgrade_event(void *arg, enum upgrade_event ev, int pid, const char *msg)
+{
+    struct master *m = arg;
+    char text[900];
+    if (ev == UPGRADE_READY) {
+        log_info("upgrade: the new master (pid %d) is ready; handing over", pid);
+        pause_serving(m);
+        upgrade_go(m->up);
+        return;
+    }
+    if (ev == UPGRADE_DONE) {
+        handed_over(m, pid);
+        return;
+    }
+    resume_serving(m);
+    upgrade_free(m->up);
+    m->up = NULL;
+    if (m->ctl_spare >= 0)
+        close(m->ctl_spare);
+    m->ctl_spare = -1;
+    snprintf(text, sizeof(text), "upgrade failed; master pid %d goes on serving: %s", (int)getpid(), msg);
+    log_error("%s", text);
+    upgrade_answer(m, json_pack("{s:b, s:s, s:i}", "ok", 0, "message", text, "pid", (int)getpid()));
+}
+
+/* `cohort upgrade` (c) or SIGUSR2 (c NULL): starts a new master from the
+ * binary on disk with this one's sockets and counters. */
+static void upgrade_begin(struct master *m, struct ctl_client *c)
+{
+    const char *busy = m->stopping    ? "not upgrading: the server is stopping"
+                       : m->rl.active ? "not upgrading: a reload is under way; upgrade when it has ended"
+                                      : NULL;
+    char err[600];
+    uv_os_fd_t ctl;
+    if (busy || uv_fileno((uv_handle_t *)&m->ctl, &ctl) < 0) {
+        busy = busy ? busy : "not upgrading: the control socket is not open";
+        log_warn("%s", busy);
+        if (c)
+            ctl_answer(c, json_pack("{s:b, s:s}", "ok", 0, "message", busy));
+        return;
+    }
+    if (c) {
+        c->next_waiter = m->up_waiters;
+        m->up_waiters = c;
+    }
+    if (m->up)
+        return; /* answered with the upgrade under way */
+    struct upgrade_fds fds = {.nlisten = m->nlisten, .admin = m->admin_fd, .control = ctl,
+                              .metrics = m->metrics_fd, .channel = -1};
+    memcpy(fds.listen, m->listen_fds, (size_t)m->nlisten * sizeof(int));
+    m->ctl_spare = fcntl(ctl, F_DUPFD_CLOEXEC, 0);
+    uint64_t deadline = 2 * (uint64_t)m->cfg.ready_timeout_ms + 10000; /* its config, its workers */
+    m->up = m->ctl_spare < 0 ? NULL : upgrade_start(m->loop, m->exe, &fds, deadline, upgrade_event, m, err,
+                                                    sizeof(err));
+    if (!m->up) {
+        if (m->ctl_spare < 0)
+            snprintf(err, sizeof(err), "cannot keep the control socket: %s", strerror(errno));
+        upgrade_event(m, UPGRADE_FAILED, 0, err);
+        return;
+    }
+    log_info("upgrading: new master pid %d started from %s", upgrade_pid(m->up), m->exe);
+}
+
+/* --- upgrade: the new master --------------------------------------------- */
+
+static void take_over(struct master *m, const char *how)
+{
+    char state[64];
+    uv_timer_stop(&m->up_timer);
+    if (serve_control(m, m->inh.control) < 0)
+        log_error("cannot answer on the control socket %s", m->ctl_path);
+    m->inh.control = -1;
+    m->ctl_open = 1;
+    write_pid_file(m);
+    if (master_routes_connections(&m->cfg) && start_acceptor(m) < 0)
+        log_error("cannot accept on the listening socket");
+    snprintf(state, sizeof(state), "MAINPID=%d", (int)getpid());
+    notify_send(state);
+    log_info("took over from the old master (%s)", how);
+    upgrade_child_done(m->upc);
+    m->upc = NULL;
+}
+
+static void on_upgrade_child(void *arg, enum upgrade_child_event ev)
+{
+    struct master *m = arg;
+    if (ev == UPGRADE_CANCEL) {
+        upgrade_child_free(m->upc);
+        m->upc = NULL;
+        m->exit_code = 1;
+        if (!m->stopping)
+            begin_stop(m, "the old master gave up on this upgrade");
+        return;
+    }
+    take_over(m, ev == UPGRADE_GO ? "it handed over" : "it is gone");
+}
+
+static void upgrade_ready_timeout(uv_timer_t *t)
+{
+    struct master *m = t->data;
+    char why[300];
+    const char *last = "";
+    if (m->announced || m->stopping)
+        return;
+    for (int i = 0; i < m->nslots && !*last; i++)
+        last = m->slots[i].last_exit;
+    snprintf(why, sizeof(why), "its workers were not ready within ready_timeout (%lld ms)%s%s",
+             (long long)m->cfg.ready_timeout_ms, *last ? "; a worker " : "", last);
+    log_error("upgrade: %s", why);
+    upgrade_child_fail(m->upc, why);
+    m->exit_code = 1;
+    begin_stop(m, "upgrade failed");
+}
+
+static void upgrade_init_child(struct master *m)
+{
+    uv_timer_init(m->loop, &m->up_timer);
+    m->up_timer.data = m;
+    int r = upgrade_inherited(&m->inh);
+    if (r < 0)
+        log_error("%s is malformed; starting as a new master", UPGRADE_ENV);
+    m->inherited = r > 0;
+    if (m->inherited && !(m->upc = upgrade_child_new(m->loop, m->inh.channel, on_upgrade_child, m)))
+        log_error("upgrade: cannot listen to the old master");
+}
+
+/* The sockets the old master handed over, if they fit this config; a
+ * reuseport slot past `workers` is left to the old workers. */
+static int adopt_sockets(struct master *m, char *err, size_t errlen)
+{
+    const struct upgrade_fds *in = &m->inh;
+    control_paths(&m->cfg, m->ctl_path, sizeof(m->ctl_path), m->pid_path, sizeof(m->pid_path));
+    int r = upgrade_fits(in, &m->cfg, m->ctl_path, err, errlen);
+    if (r < 0)
+        return r;
+    if (!(m->listen_fds = malloc((size_t)in->nlisten * sizeof(int))))
+        return -ENOMEM;
+    memcpy(m->listen_fds, in->listen, (size_t)in->nlisten * sizeof(int));
+    m->nlisten = in->nlisten;
+    while (m->cfg.schedule == CFG_SCHED_REUSEPORT && m->nlisten > m->cfg.workers)
+        close(m->listen_fds[--m->nlisten]);
+    m->admin_fd = in->admin;
+    return bind_listeners(m, m->cfg.workers, err, errlen);
+}
+
+/* The old master's counters, so that totals carry over; a segment of
+ * another layout (another build) cannot be shared: counting starts over. */
+static int adopt_metrics(struct master *m)
+{
+    int r = metrics_map(m->inh.metrics, &m->shm);
+    if (r == 0) {
+        m->nmslots = m->shm->nslots;
+        return m->inh.metrics;
+    }
+    log_warn("the old master's counters have another layout (%s): counting starts from zero", strerror(-r));
+    close(m->inh.metrics);
+    return metrics_create(m->nmslots, &m->shm);
 }
 
 /* The shop's catalog is created and migrated once, here, before any
@@ -1206,16 +1455,18 @@ static int prepare(struct master *m)
     char err[512];
     raise_nofile();
     if (log_configure(m->cfg.log.error, (enum log_level)m->cfg.log.level, err, sizeof(err)) < 0 ||
-        claim_control(m, err, sizeof(err)) < 0 || bind_listeners(m, m->cfg.workers, err, sizeof(err)) < 0 ||
-        bind_admin(m, err, sizeof(err)) < 0 ||
-        open_control(m, err, sizeof(err)) < 0) {
+        (m->inherited ? adopt_sockets(m, err, sizeof(err)) < 0
+                      : claim_control(m, err, sizeof(err)) < 0 ||
+                            bind_listeners(m, m->cfg.workers, err, sizeof(err)) < 0 ||
+                            bind_admin(m, err, sizeof(err)) < 0 || open_control(m, err, sizeof(err)) < 0)) {
         log_error("%s", err);
+        upgrade_child_fail(m->upc, err);
         return 1;
     }
     if (prepare_store(&m->cfg) < 0)
         return 1;
     m->nmslots = CFG_MAX_WORKERS * MAX_PROCS_PER_SLOT + 8;
-    m->metrics_fd = metrics_create(m->nmslots, &m->shm);
+    m->metrics_fd = m->inherited ? adopt_metrics(m) : metrics_create(m->nmslots, &m->shm);
     m->config_fd = config_memfd(&m->cfg);
     if (m->metrics_fd < 0 || m->config_fd < 0) {
         log_error("cannot set up shared state: %s", strerror(errno));
@@ -1227,7 +1478,8 @@ static int prepare(struct master *m)
         log_error("cannot set up upstream health checks: out of memory");
         return 1;
     }
-    if (master_routes_connections(&m->cfg) && start_acceptor(m) < 0) {
+    /* a new master accepts once it takes over */
+    if (master_routes_connections(&m->cfg) && !m->inherited && start_acceptor(m) < 0) {
         log_error("cannot accept on the listening socket");
         return 1;
     }
@@ -1240,6 +1492,10 @@ static void cleanup(struct master *m)
     m->chk = NULL;
     hc_close(m->hc);
     m->hc = NULL;
+    upgrade_free(m->up);
+    upgrade_child_free(m->upc);
+    if (m->ctl_spare >= 0)
+        close(m->ctl_spare);
     close_listeners(m);
     for (struct wproc *p = m->procs; p; p = p->next)
         close_proc_handles(p);
@@ -1271,7 +1527,8 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
     m.src = src;
     m.exe = exe;
     m.loop = uv_default_loop();
-    m.metrics_fd = m.config_fd = m.rl.next_fd = m.admin_fd = -1;
+    m.metrics_fd = m.config_fd = m.rl.next_fd = m.admin_fd = m.ctl_spare = -1;
+    upgrade_init_child(&m);
     m.nslots = m.cfg.workers;
     m.started_ms = uv_now(m.loop);
     for (int i = 0; i < CFG_MAX_WORKERS; i++) {
@@ -1286,11 +1543,15 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
     m.kill_timer.data = &m;
     uv_unref((uv_handle_t *)&m.kill_timer);
     int r = prepare(&m);
+    if (r != 0)
+        upgrade_child_fail(m.upc, "the new master could not start; see its log");
     if (r == 0) {
         setup_signals(&m);
         summary_start(m.loop, m.shm, m.cfg.log.stats_interval_ms); /* log.stats_interval */
         for (int i = 0; i < m.nslots; i++)
             spawn(&m.slots[i], 0);
+        if (m.inherited)
+            uv_timer_start(&m.up_timer, upgrade_ready_timeout, (uint64_t)m.cfg.ready_timeout_ms, 0);
         uv_run(m.loop, UV_RUN_DEFAULT);
         r = m.exit_code;
     }

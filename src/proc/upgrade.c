@@ -147,8 +147,10 @@ static void u_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     if (n == 0)
         return;
     uv_read_stop(st);
-    if (u->state != U_DONE) /* the exit callback says more when it comes */
-        u_fail(u, u->why[0] ? u->why : "the new master closed its channel before taking over");
+    /* without a reason of its own, the new master's exit status is the
+     * reason: its exit callback (or the deadline) reports the failure */
+    if (u->state != U_DONE && u->why[0])
+        u_fail(u, u->why);
 }
 
 static void u_exit(uv_process_t *p, int64_t status, int sig)

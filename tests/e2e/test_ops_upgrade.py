@@ -1,0 +1,305 @@
+"""`cohort upgrade` and SIGUSR2 (issue 11): a new master, exec'd from the
+binary on disk, takes the listening sockets, the admin listener, the control
+socket and the counters over; the old master's workers drain and it exits.
+Under wrk in every schedule mode, by signal, twice in a row, to a new build,
+and with new masters that fail (a bad config, workers that never get ready,
+a binary that exits or hangs) while the old master goes on serving."""
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import children_of, free_port
+from opsutil import assert_no_failures, kill_pid, ops, ops_bin, pid_alive, short_get, wait_for, wrk  # noqa: F401
+from test_ops_reload import NEW_VERSION, install, new_build, own_binary  # noqa: F401 - new_build is a fixture
+
+SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
+
+
+@pytest.fixture
+def adopted():
+    """Masters the tests did not start (made by an upgrade): each is stopped
+    by pid at teardown (TERM, then KILL), with its workers."""
+    pids = []
+    yield pids
+    problems = []
+    for pid in pids:
+        kids = children_of(pid)
+        if not pid_alive(pid):
+            continue
+        kill_pid(pid, signal.SIGTERM)
+        if not wait_for(lambda: not pid_alive(pid), 15, 0.05):
+            problems.append("master %d did not stop on SIGTERM" % pid)
+            kill_pid(pid)
+        if not wait_for(lambda: not any(pid_alive(k) for k in kids), 5, 0.05):
+            problems.append("workers %s outlived master %d" % ([k for k in kids if pid_alive(k)], pid))
+            for k in kids:
+                kill_pid(k)
+    assert not problems, problems
+
+
+def pid_file(s):
+    with open(s.config["control"]["pid_file"]) as f:
+        return int(f.read().strip())
+
+
+def upgrade(s, adopted, timeout=60):
+    """`cohort upgrade --json`: (rc, answer, stderr); a new master it names
+    is stopped at teardown."""
+    rc, out, err = s.cli("upgrade", "--json", timeout=timeout, config=s.ctl_config_path)
+    try:
+        ans = json.loads(out)
+    except ValueError:
+        raise AssertionError("cohort upgrade: rc %d, no JSON answer %r %r" % (rc, out, err))
+    if rc == 0:
+        adopted.append(ans["pid"])
+    return rc, ans, err
+
+
+def requests_total(port):
+    """Sum of cohort_http_requests_total over every route and class."""
+    r = short_get(port, "/metrics")
+    assert r.status == 200, r
+    n = 0
+    for line in r.body.decode().splitlines():
+        if line.startswith("cohort_http_requests_total{"):
+            n += int(float(line.rsplit(" ", 1)[1]))
+    return n
+
+
+def ready_pids_of(s):
+    return sorted(w["pid"] for w in s.status()["workers"] if w["state"] == "ready")
+
+
+def assert_took_over(s, old, new, old_workers, n=2):
+    """The pid file and status name the new master; the old master and its
+    workers are gone; the new master's own children serve."""
+    assert new != old
+    assert pid_file(s) == new, "pid file says %d, the new master is %d" % (pid_file(s), new)
+    assert s.status()["master"]["pid"] == new
+    assert wait_for(lambda: not pid_alive(old), 20, 0.05), "the old master %d is still running:\n%s" % (
+        old, s.log()[-3000:])
+    assert wait_for(lambda: not any(pid_alive(p) for p in old_workers), 10, 0.05), \
+        "old workers %s still running" % [p for p in old_workers if pid_alive(p)]
+    assert wait_for(lambda: len(ready_pids_of(s)) == n, 10, 0.1), s.status()
+    assert sorted(ready_pids_of(s)) == sorted(children_of(new)), (s.status(), children_of(new))
+    assert not set(ready_pids_of(s)) & set(old_workers)
+
+
+def serves(port, n=5):
+    for _ in range(n):
+        r = short_get(port, "/")
+        assert r.status == 200 and r.body == b"Hello World\n", r
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_upgrade_under_load_drops_nothing(ops, wrk, adopted, schedule):
+    """wrk -c32 for 6 s with an upgrade in the middle: the command returns
+    once a new master took over; no failed request; the old master and its
+    workers are gone; the counters on the admin listener carry over (the
+    total counts at least every request wrk saw answered)."""
+    admin = free_port()
+    s = ops({"schedule": schedule, "admin": {"host": "127.0.0.1", "port": admin}})
+    old, old_workers = s.proc.pid, s.ready_pids()
+    assert pid_file(s) == old and len(old_workers) == 2
+    w = wrk(s.port, "/", connections=32, seconds=6)
+    time.sleep(1.5)
+    before = requests_total(admin)
+    assert before > 0
+    rc, ans, err = upgrade(s, adopted)
+    assert rc == 0 and ans["ok"] is True, (rc, ans, err)
+    assert ans["old_pid"] == old and ans["pid"] != old, ans
+    assert re.match(r"upgraded: master pid %d took over from pid %d" % (ans["pid"], old), ans["message"]), ans
+    assert_took_over(s, old, ans["pid"], old_workers)
+    assert s.proc.wait(5) == 0, "the old master's exit status"
+    res = w.result()
+    assert_no_failures(res, "wrk over an upgrade (schedule %s)" % schedule)
+    assert res["requests"] > 1000, "too little load to mean anything: %d requests" % res["requests"]
+    after = requests_total(admin)
+    assert after >= before and after >= res["requests"], \
+        "requests counted: %d before the upgrade, %d after; wrk had %d answered" % (before, after, res["requests"])
+    serves(s.port)
+    assert "schedule %s" % schedule in s.log()
+
+
+def test_sigusr2_upgrades_and_the_new_master_upgrades_again(ops, adopted):
+    """SIGUSR2 to the master upgrades it (no client to answer); the new
+    master takes `cohort upgrade` in turn, and `cohort stop` stops the last."""
+    s = ops()
+    old, old_workers = s.proc.pid, s.ready_pids()
+    s.signal(signal.SIGUSR2)
+    assert wait_for(lambda: pid_file(s) != old, 20, 0.05), s.log()[-3000:]
+    new = pid_file(s)
+    adopted.append(new)
+    assert "SIGUSR2: upgrading the master" in s.log()
+    assert_took_over(s, old, new, old_workers)
+    serves(s.port)
+    workers2 = ready_pids_of(s)
+    rc, ans, err = upgrade(s, adopted)
+    assert rc == 0, (rc, ans, err)
+    third = ans["pid"]
+    assert ans["old_pid"] == new and third not in (old, new)
+    assert_took_over(s, new, third, workers2)
+    serves(s.port)
+    rc, out, err = s.cli("stop")
+    assert rc == 0 and "stopped" in out, (rc, out, err)
+    assert not pid_alive(third)
+    assert not os.path.exists(s.config["control"]["pid_file"])
+    assert not os.path.exists(s.config["control"]["socket"])
+
+
+def assert_still_serving(s, old, old_workers):
+    assert pid_file(s) == old
+    st = s.status()
+    assert st["master"]["pid"] == old
+    assert ready_pids_of(s) == sorted(old_workers)
+    # the failed new master and its workers are gone; only the old workers are children
+    assert wait_for(lambda: sorted(children_of(old)) == sorted(old_workers), 20, 0.1), \
+        (children_of(old), old_workers, s.log()[-3000:])
+    serves(s.port)
+
+
+def test_bad_config_upgrade_fails_and_the_old_master_serves(ops, adopted):
+    s = ops()
+    old, old_workers = s.proc.pid, s.ready_pids()
+    good = json.loads(json.dumps(s.config))
+    bad = json.loads(json.dumps(s.config))
+    bad["workers"] = "two"
+    s.write_config(bad)
+    rc, ans, err = upgrade(s, adopted)
+    assert rc == 1 and ans["ok"] is False, (rc, ans, err)
+    msg = ans["message"]
+    assert msg.startswith("upgrade failed; master pid %d goes on serving: " % old), msg
+    assert "cohort.json:" in msg and "workers:" in msg, msg
+    assert_still_serving(s, old, old_workers)
+    # plain output names the reason too
+    rc, out, err = s.cli("upgrade", config=s.ctl_config_path)
+    assert rc == 1 and "upgrade failed" in err and "workers:" in err, (rc, out, err)
+    # a changed port cannot be handed over: refused, the old master serves
+    moved = json.loads(json.dumps(good))
+    moved["server"]["port"] = free_port()
+    s.write_config(moved)
+    rc, ans, err = upgrade(s, adopted)
+    assert rc == 1 and "server.port" in ans["message"] and "needs a restart" in ans["message"], ans
+    assert_still_serving(s, old, old_workers)
+    # the config back: the upgrade goes through
+    s.write_config(good)
+    rc, ans, err = upgrade(s, adopted)
+    assert rc == 0, (rc, ans, err)
+    assert_took_over(s, old, ans["pid"], old_workers)
+
+
+def test_new_workers_never_ready_fail_the_upgrade(ops, adopted):
+    """The new config's workers exit at start (an access log they cannot
+    open): after ready_timeout the new master gives up and says why; the
+    old master and workers serve on; reloads still work."""
+    s = ops({"ready_timeout": "1s"})
+    s.worker_deaths_ok = True  # the new master's workers crash-loop
+    old, old_workers = s.proc.pid, s.ready_pids()
+    cfg = json.loads(json.dumps(s.config))
+    good = json.loads(json.dumps(cfg))
+    cfg["log"] = {"access": os.path.join(s.workdir, "missing", "dir", "access.log")}
+    s.write_config(cfg)
+    t0 = time.monotonic()
+    rc, ans, err = upgrade(s, adopted)
+    took = time.monotonic() - t0
+    assert rc == 1, (rc, ans, err)
+    assert "upgrade failed" in ans["message"], ans
+    assert took < 15, "the failed upgrade took %.1f s with ready_timeout 1s" % took
+    assert_still_serving(s, old, old_workers)
+    s.write_config(good)
+    rc, out, err = s.cli("reload")
+    assert rc == 0 and "reloaded: 2 worker(s) replaced" in out, (rc, out, err)
+
+
+@pytest.mark.parametrize("script,want", [("exit 3", "exited with status 3"),
+                                          ("exec sleep 60", "did not report ready in time")])
+def test_new_binary_that_fails_leaves_the_old_master(ops, adopted, script, want):
+    """The binary on disk is broken (exits at once, or hangs): the upgrade
+    fails with the reason within its deadline and the old master serves."""
+    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
+    try:
+        path = own_binary(d)
+        s = ops({"ready_timeout": "1s"}, binary=path)
+        old, old_workers = s.proc.pid, s.ready_pids()
+        broken = os.path.join(d, "broken.sh")
+        with open(broken, "w") as f:
+            f.write("#!/bin/sh\n%s\n" % script)
+        install(broken, path)
+        t0 = time.monotonic()
+        rc, ans, err = upgrade(s, adopted, timeout=40)
+        took = time.monotonic() - t0
+        assert rc == 1 and want in ans["message"], (rc, ans, err)
+        assert took < 20, "the failed upgrade took %.1f s" % took
+        assert_still_serving(s, old, old_workers)
+        install(ops_bin(), path)
+        rc, ans, err = upgrade(s, adopted)
+        assert rc == 0, (rc, ans, err)
+        assert_took_over(s, old, ans["pid"], old_workers)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_upgrade_runs_the_new_build(ops, new_build, adopted, wrk):
+    """A new build installed over the binary: after `cohort upgrade` the
+    master itself (not only its workers) runs it, as status shows."""
+    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
+    try:
+        path = own_binary(d)
+        s = ops(binary=path)
+        old_version = s.status()["master"]["version"]
+        assert old_version != NEW_VERSION
+        old, old_workers = s.proc.pid, s.ready_pids()
+        install(new_build, path)
+        w = wrk(s.port, "/", connections=16, seconds=3)
+        time.sleep(0.5)
+        rc, ans, err = upgrade(s, adopted)
+        assert rc == 0, (rc, ans, err)
+        assert_took_over(s, old, ans["pid"], old_workers)
+        assert_no_failures(w.result(), "wrk during an upgrade to a new build")
+        st = s.status()
+        assert st["master"]["version"] == NEW_VERSION, st["master"]
+        assert [x["version"] for x in st["workers"]] == [NEW_VERSION] * 2, st["workers"]
+        assert os.readlink("/proc/%d/exe" % ans["pid"]) == path
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_upgrade_refused_during_a_reload_and_reload_refused_during_an_upgrade(ops, adopted):
+    """One change of the workers at a time: an upgrade asked while a reload
+    runs is refused with a reason, and the reverse."""
+    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
+    try:
+        path = own_binary(d)
+        s = ops({"ready_timeout": "2s"}, binary=path)
+        old, old_workers = s.proc.pid, s.ready_pids()
+        hang = os.path.join(d, "hang.sh")
+        with open(hang, "w") as f:
+            f.write("#!/bin/sh\nexec sleep 60\n")
+        install(hang, path)
+        box = {}
+        # a reload whose replacement hangs until ready_timeout: no upgrade meanwhile
+        t = threading.Thread(target=lambda: box.update(reload=s.cli("reload", timeout=40)))
+        t.start()
+        assert wait_for(lambda: s.status()["master"]["reloading"], 10, 0.05), s.log()[-2000:]
+        rc, ans, err = upgrade(s, adopted)
+        assert rc == 1 and "a reload is under way" in ans["message"], (rc, ans, err)
+        t.join(40)
+        assert box["reload"][0] == 1, box
+        # an upgrade whose new master hangs until its deadline: no reload meanwhile
+        t = threading.Thread(target=lambda: box.update(upgrade=upgrade(s, adopted, timeout=40)))
+        t.start()
+        assert wait_for(lambda: "upgrading: new master pid" in s.log(), 10, 0.05), s.log()[-2000:]
+        rc, out, err = s.cli("reload", config=s.ctl_config_path)
+        assert rc == 1 and "an upgrade is under way" in err, (rc, out, err)
+        t.join(40)
+        assert box["upgrade"][0] == 1, box
+        assert_still_serving(s, old, old_workers)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -128,6 +128,43 @@ def test_upgrade_under_load_drops_nothing(ops, wrk, adopted, schedule):
     assert "schedule %s" % schedule in s.log()
 
 
+def test_reuseport_connections_queued_on_the_old_workers_socket_are_served(ops, adopted):
+    """reuseport: old worker 0 is frozen (SIGSTOP), so connections the kernel
+    put on its socket wait in its accept queue. After an upgrade the new
+    master's worker 0 serves on that same socket and answers them, none is
+    reset, while the frozen worker still holds its copy."""
+    from rawhttp import Conn, get
+    s = ops({"schedule": "reuseport"}, workers=2)
+    old, old_workers = s.proc.pid, s.ready_pids()
+    old0 = s.ready_workers()[0]["pid"]
+    os.kill(old0, signal.SIGSTOP)
+    conns = []
+    try:
+        for _ in range(24):
+            c = Conn(s.port, timeout=5)
+            c.send(get("/", headers=[("Connection", "close")]))
+            conns.append(c)
+        time.sleep(0.3)
+        pending = []
+        for c in conns:
+            try:
+                assert c.read_response(timeout=0.1).status == 200
+            except TimeoutError:
+                pending.append(c)
+        assert pending, "no connection landed on the frozen worker's socket (of 24)"
+        rc, ans, err = upgrade(s, adopted)
+        assert rc == 0, (rc, ans, err)
+        for c in pending:
+            r = c.read_response(timeout=3)  # raises Closed on a reset
+            assert r.status == 200, r
+        assert pid_alive(old0), "the frozen worker is gone already"
+    finally:
+        os.kill(old0, signal.SIGCONT)
+        for c in conns:
+            c.close()
+    assert_took_over(s, old, ans["pid"], old_workers)
+
+
 def test_sigusr2_upgrades_and_the_new_master_upgrades_again(ops, adopted):
     """SIGUSR2 to the master upgrades it (no client to answer); the new
     master takes `cohort upgrade` in turn, and `cohort stop` stops the last."""

@@ -340,3 +340,40 @@ def test_upgrade_refused_during_a_reload_and_reload_refused_during_an_upgrade(op
         assert_still_serving(s, old, old_workers)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sd_notify_follows_the_new_master(ops, adopted):
+    """With NOTIFY_SOCKET set, systemd hears MAINPID=<new master> (from the
+    old master, which systemd still takes as the main process, and from the
+    new one), never STOPPING=1 from the old master that hands over; the new
+    master says STOPPING=1 when it stops."""
+    import socket
+    d = tempfile.mkdtemp(prefix="cohort-ops-n-", dir="/tmp")
+    ops.dirs.append(d)
+    path = os.path.join(d, "notify.sock")
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(path)
+    ns.settimeout(5)
+    try:
+        s = ops(env={"NOTIFY_SOCKET": path})
+        assert ns.recv(4096).decode() == "READY=1"
+        old, old_workers = s.proc.pid, s.ready_pids()
+        rc, ans, err = upgrade(s, adopted)
+        assert rc == 0, (rc, ans, err)
+        new = ans["pid"]
+        assert_took_over(s, old, new, old_workers)
+        got = []
+        ns.settimeout(0.5)
+        while True:
+            try:
+                got.append(ns.recv(4096).decode())
+            except socket.timeout:
+                break
+        assert got.count("MAINPID=%d" % new) == 2, got
+        assert "STOPPING=1" not in got, got
+        ns.settimeout(5)
+        rc, out, err = s.cli("stop")
+        assert rc == 0, (rc, out, err)
+        assert ns.recv(4096).decode() == "STOPPING=1"
+    finally:
+        ns.close()

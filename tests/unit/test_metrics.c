@@ -1,9 +1,11 @@
 /* Latency buckets, percentiles, folding and snapshots, the summary line. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/metrics.h"
@@ -195,5 +197,47 @@ Test(metrics, readers_stop_at_the_slots_handed_out)
     metrics_mark_used(m, 100); /* beyond the capacity: ignored */
     cr_assert_eq(metrics_slots_used(m), 2);
     munmap(m, metrics_size(8));
+    close(fd);
+}
+
+Test(metrics, a_slot_is_claimed_once_until_it_is_folded)
+{
+    struct metrics_shm *m;
+    int fd = metrics_create(4, &m);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(metrics_claim(m, 2, 100), 0);
+    cr_assert_eq(m->slots[2].pid, 100);
+    cr_assert_eq(metrics_claim(m, 2, 200), -EBUSY, "a second master does not take a claimed slot");
+    cr_assert_eq(metrics_claim(m, 4, 200), -EBUSY, "beyond the capacity");
+    metrics_retire(m, 2);
+    cr_assert_eq(metrics_claim(m, 2, 200), 0, "free again once folded");
+    munmap(m, metrics_size(4));
+    close(fd);
+}
+
+/* Two masters share the segment during an upgrade: their folds into the
+ * retired totals never overlap, so none is lost. */
+Test(metrics, folds_from_two_processes_lose_nothing)
+{
+    enum { ROUNDS = 20000 };
+    struct metrics_shm *m;
+    int fd = metrics_create(4, &m);
+    cr_assert_geq(fd, 0);
+    pid_t kid = fork();
+    cr_assert_geq(kid, 0);
+    int idx = kid == 0 ? 1 : 2;
+    for (int i = 0; i < ROUNDS; i++) {
+        metrics_add(m->slots[idx].requests, 1);
+        metrics_add(m->slots[idx].bytes_in, 3);
+        metrics_retire(m, (uint32_t)idx);
+    }
+    if (kid == 0)
+        _exit(0);
+    int status;
+    cr_assert_eq(waitpid(kid, &status, 0), kid);
+    cr_assert_eq(m->retired.requests, 2 * ROUNDS);
+    cr_assert_eq(m->retired.bytes_in, 6 * ROUNDS);
+    cr_assert_eq(m->seq % 2, 0);
+    munmap(m, metrics_size(4));
     close(fd);
 }

@@ -377,3 +377,23 @@ def test_sd_notify_follows_the_new_master(ops, adopted):
         assert ns.recv(4096).decode() == "STOPPING=1"
     finally:
         ns.close()
+
+
+@pytest.mark.parametrize("schedule", ["reuseport", "round_robin"])
+def test_upgrade_changes_worker_count(ops, adopted, schedule):
+    """The new master starts the workers its config asks for: with reuseport
+    it binds sockets for new slots beside the inherited ones, and leaves the
+    sockets of slots it no longer has to the old workers as they drain."""
+    s = ops({"schedule": schedule}, workers=2)
+    cfg = json.loads(json.dumps(s.config))
+    for n in (3, 1):
+        old, old_workers = pid_file(s), ready_pids_of(s)
+        cfg["workers"] = n
+        s.write_config(cfg)
+        rc, ans, err = upgrade(s, adopted)
+        assert rc == 0, (rc, ans, err)
+        assert_took_over(s, old, ans["pid"], old_workers, n=n)
+        assert sorted(w["id"] for w in s.status()["workers"]) == list(range(n))
+        for _ in range(12):
+            r = short_get(s.port, "/", timeout=5)
+            assert r.status == 200, r

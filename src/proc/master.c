@@ -13,7 +13,6 @@
 #include "proc/master.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <grp.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -136,8 +135,6 @@ struct master {
     /* `cohort upgrade` (proc/upgrade.h): the old master's side... */
     struct upgrade *up;     /* a new master on its way; NULL: none */
     struct ctl_client *up_waiters;
-    int up_paused;          /* acceptor and control socket left to the new master */
-    int ctl_spare;          /* the control socket, kept while paused; -1: none */
     int handed_over;        /* a new master took over: its socket and pid file now */
     /* ...and the new master's */
     struct upgrade_fds inh;
@@ -1217,81 +1214,54 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 /* --- upgrade: the old master (proc/upgrade.h) ------------------------------ */
 
-/* The new master is ready: it will accept, and answer the control socket. */
-static void pause_serving(struct master *m)
+static void upgrade_pause(void *arg)
 {
-    m->up_paused = 1;
+    struct master *m = arg;
     if (m->accepting) {
         m->accepting = 0;
         uv_close((uv_handle_t *)&m->acceptor, NULL);
     }
-    uv_close((uv_handle_t *)&m->ctl, NULL); /* ctl_spare keeps the socket */
+    uv_close((uv_handle_t *)&m->ctl, NULL);
 }
 
-static void resume_serving(struct master *m)
+static void upgrade_resume(void *arg, int ctl_fd)
 {
-    if (!m->up_paused || m->stopping)
+    struct master *m = arg;
+    if (m->stopping) {
+        close(ctl_fd);
         return;
-    m->up_paused = 0;
-    if (serve_control(m, m->ctl_spare) < 0)
+    }
+    if (serve_control(m, ctl_fd) < 0)
         log_error("cannot answer on the control socket %s again", m->ctl_path);
-    m->ctl_spare = -1;
     if (master_routes_connections(&m->cfg) && start_acceptor(m) < 0)
         log_error("cannot accept on the listening socket again");
 }
 
-static void upgrade_answer(struct master *m, json_t *reply)
-{
-    answer_waiters(m->up_waiters, reply);
-    m->up_waiters = NULL;
-}
-
-/* The new master took over: its control socket, pid file and systemd's
- * MAINPID; this one drains its workers and exits. */
-static void handed_over(struct master *m, int pid)
-{
-    char text[200], state[64];
-    m->handed_over = 1;
-    m->ctl_open = 0; /* the socket's path and the pid file are the new master's */
-    snprintf(state, sizeof(state), "MAINPID=%d", pid);
-    notify_send(state);
-    snprintf(text, sizeof(text), "upgraded: master pid %d took over from pid %d, whose workers now drain", pid,
-             (int)getpid());
-    log_info("%s", text);
-    upgrade_answer(m, json_pack("{s:b, s:s, s:i, s:i}", "ok", 1, "message", text, "pid", pid, "old_pid",
-                                (int)getpid()));
-    begin_stop(m, "upgraded");
-}
-
-static void upgrade_event(void *arg, enum upgrade_event ev, int pid, const char *msg)
+static void upgrade_finish(void *arg, int ok, const char *text, int pid)
 {
     struct master *m = arg;
-    char text[900];
-    if (ev == UPGRADE_READY) {
-        log_info("upgrade: the new master (pid %d) is ready; handing over", pid);
-        pause_serving(m);
-        upgrade_go(m->up);
+    json_t *reply = json_pack("{s:b, s:s, s:i}", "ok", ok, "message", text, "pid", ok ? pid : (int)getpid());
+    if (ok)
+        json_object_set_new(reply, "old_pid", json_integer((json_int_t)getpid()));
+    log_msg(ok ? LOG_INFO : LOG_ERROR, "%s", text);
+    answer_waiters(m->up_waiters, reply);
+    m->up_waiters = NULL;
+    if (!ok) {
+        upgrade_free(m->up);
+        m->up = NULL;
         return;
     }
-    if (ev == UPGRADE_DONE) {
-        handed_over(m, pid);
-        return;
-    }
-    resume_serving(m);
-    upgrade_free(m->up);
-    m->up = NULL;
-    if (m->ctl_spare >= 0)
-        close(m->ctl_spare);
-    m->ctl_spare = -1;
-    snprintf(text, sizeof(text), "upgrade failed; master pid %d goes on serving: %s", (int)getpid(), msg);
-    log_error("%s", text);
-    upgrade_answer(m, json_pack("{s:b, s:s, s:i}", "ok", 0, "message", text, "pid", (int)getpid()));
+    m->handed_over = 1;
+    m->ctl_open = 0; /* the socket's path and the pid file are the new master's */
+    begin_stop(m, "upgraded");
 }
 
 /* `cohort upgrade` (c) or SIGUSR2 (c NULL): starts a new master from the
  * binary on disk with this one's sockets and counters. */
 static void upgrade_begin(struct master *m, struct ctl_client *c)
 {
+    static const struct upgrade_host host = {NULL, upgrade_pause, upgrade_resume, upgrade_finish};
+    struct upgrade_host h = host;
     const char *busy = m->stopping    ? "not upgrading: the server is stopping"
                        : m->rl.active ? "not upgrading: a reload is under way; upgrade when it has ended"
                                       : NULL;
@@ -1313,14 +1283,12 @@ static void upgrade_begin(struct master *m, struct ctl_client *c)
     struct upgrade_fds fds = {.nlisten = m->nlisten, .admin = m->admin_fd, .control = ctl,
                               .metrics = m->metrics_fd, .channel = -1};
     memcpy(fds.listen, m->listen_fds, (size_t)m->nlisten * sizeof(int));
-    m->ctl_spare = fcntl(ctl, F_DUPFD_CLOEXEC, 0);
+    h.arg = m;
     uint64_t deadline = 2 * (uint64_t)m->cfg.ready_timeout_ms + 10000; /* its config, its workers */
-    m->up = m->ctl_spare < 0 ? NULL : upgrade_start(m->loop, m->exe, &fds, deadline, upgrade_event, m, err,
-                                                    sizeof(err));
-    if (!m->up) {
-        if (m->ctl_spare < 0)
-            snprintf(err, sizeof(err), "cannot keep the control socket: %s", strerror(errno));
-        upgrade_event(m, UPGRADE_FAILED, 0, err);
+    if (!(m->up = upgrade_start(m->loop, m->exe, &fds, deadline, &h, err, sizeof(err)))) {
+        char text[700];
+        snprintf(text, sizeof(text), "upgrade failed; master pid %d goes on serving: %s", (int)getpid(), err);
+        upgrade_finish(m, 0, text, 0);
         return;
     }
     log_info("upgrading: new master pid %d started from %s", upgrade_pid(m->up), m->exe);
@@ -1389,37 +1357,14 @@ static void upgrade_init_child(struct master *m)
         log_error("upgrade: cannot listen to the old master");
 }
 
-/* The sockets the old master handed over, if they fit this config; a
- * reuseport slot past `workers` is left to the old workers. */
+/* The sockets the old master handed over, and more with reuseport when
+ * this config has more workers. */
 static int adopt_sockets(struct master *m, char *err, size_t errlen)
 {
-    const struct upgrade_fds *in = &m->inh;
     control_paths(&m->cfg, m->ctl_path, sizeof(m->ctl_path), m->pid_path, sizeof(m->pid_path));
-    int r = upgrade_fits(in, &m->cfg, m->ctl_path, err, errlen);
-    if (r < 0)
-        return r;
-    if (!(m->listen_fds = malloc((size_t)in->nlisten * sizeof(int))))
-        return -ENOMEM;
-    memcpy(m->listen_fds, in->listen, (size_t)in->nlisten * sizeof(int));
-    m->nlisten = in->nlisten;
-    while (m->cfg.schedule == CFG_SCHED_REUSEPORT && m->nlisten > m->cfg.workers)
-        close(m->listen_fds[--m->nlisten]);
-    m->admin_fd = in->admin;
-    return bind_listeners(m, m->cfg.workers, err, errlen);
-}
-
-/* The old master's counters, so that totals carry over; a segment of
- * another layout (another build) cannot be shared: counting starts over. */
-static int adopt_metrics(struct master *m)
-{
-    int r = metrics_map(m->inh.metrics, &m->shm);
-    if (r == 0) {
-        m->nmslots = m->shm->nslots;
-        return m->inh.metrics;
-    }
-    log_warn("the old master's counters have another layout (%s): counting starts from zero", strerror(-r));
-    close(m->inh.metrics);
-    return metrics_create(m->nmslots, &m->shm);
+    int r = upgrade_adopt_listeners(&m->inh, &m->cfg, m->ctl_path, &m->listen_fds, &m->nlisten, err, errlen);
+    m->admin_fd = m->inh.admin;
+    return r < 0 ? r : bind_listeners(m, m->cfg.workers, err, errlen);
 }
 
 /* The shop's catalog is created and migrated once, here, before any
@@ -1466,7 +1411,8 @@ static int prepare(struct master *m)
     if (prepare_store(&m->cfg) < 0)
         return 1;
     m->nmslots = CFG_MAX_WORKERS * MAX_PROCS_PER_SLOT + 8;
-    m->metrics_fd = m->inherited ? adopt_metrics(m) : metrics_create(m->nmslots, &m->shm);
+    m->metrics_fd = m->inherited ? upgrade_adopt_metrics(m->inh.metrics, &m->shm, &m->nmslots)
+                                 : metrics_create(m->nmslots, &m->shm);
     m->config_fd = config_memfd(&m->cfg);
     if (m->metrics_fd < 0 || m->config_fd < 0) {
         log_error("cannot set up shared state: %s", strerror(errno));
@@ -1494,8 +1440,6 @@ static void cleanup(struct master *m)
     m->hc = NULL;
     upgrade_free(m->up);
     upgrade_child_free(m->upc);
-    if (m->ctl_spare >= 0)
-        close(m->ctl_spare);
     close_listeners(m);
     for (struct wproc *p = m->procs; p; p = p->next)
         close_proc_handles(p);
@@ -1527,7 +1471,7 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
     m.src = src;
     m.exe = exe;
     m.loop = uv_default_loop();
-    m.metrics_fd = m.config_fd = m.rl.next_fd = m.admin_fd = m.ctl_spare = -1;
+    m.metrics_fd = m.config_fd = m.rl.next_fd = m.admin_fd = -1;
     upgrade_init_child(&m);
     m.nslots = m.cfg.workers;
     m.started_ms = uv_now(m.loop);

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
+#include "proc/notify.h"
 
 extern char **environ;
 
@@ -80,7 +82,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 
 /* --- the old master ------------------------------------------------------ */
 
-enum ustate { U_STARTING, U_READY, U_GO, U_DONE, U_FAILED };
+enum ustate { U_STARTING, U_GO, U_DONE, U_FAILED };
 
 struct upgrade {
     uv_process_t proc;
@@ -89,8 +91,8 @@ struct upgrade {
     int handles;  /* open libuv handles; u is freed at 0 once released */
     int released, exited;
     enum ustate state;
-    upgrade_fn fn;
-    void *arg;
+    struct upgrade_host host;
+    int spare;    /* a copy of the control socket, for resume(); -1: none */
     int pid;
     struct linebuf in;
     char why[520]; /* the new master's own reason, from "fail" */
@@ -111,27 +113,58 @@ static void u_close(uv_handle_t *h)
 
 static void u_fail(struct upgrade *u, const char *msg)
 {
+    char text[900];
     if (u->state == U_DONE || u->state == U_FAILED)
         return;
+    int paused = u->state == U_GO;
     u->state = U_FAILED;
     uv_timer_stop(&u->timer);
     if (!u->exited)
         uv_process_kill(&u->proc, SIGTERM);
     u_close((uv_handle_t *)&u->chan);
-    u->fn(u->arg, UPGRADE_FAILED, u->pid, msg);
+    if (paused)
+        u->host.resume(u->host.arg, u->spare);
+    else
+        close(u->spare);
+    u->spare = -1;
+    snprintf(text, sizeof(text), "upgrade failed; master pid %d goes on serving: %s", (int)getpid(), msg);
+    u->host.finish(u->host.arg, 0, text, u->pid);
+}
+
+/* "ready": the old master steps aside and says "go". */
+static void u_ready(struct upgrade *u)
+{
+    uv_os_fd_t fd;
+    log_info("upgrade: the new master (pid %d) is ready; handing over", u->pid);
+    u->state = U_GO;
+    u->host.pause(u->host.arg);
+    if (uv_fileno((uv_handle_t *)&u->chan, &fd) == 0)
+        send_line(fd, "go", NULL);
+}
+
+/* "done": the new master serves; systemd follows it. */
+static void u_done(struct upgrade *u)
+{
+    char text[200];
+    u->state = U_DONE;
+    uv_timer_stop(&u->timer);
+    close(u->spare);
+    u->spare = -1;
+    snprintf(text, sizeof(text), "MAINPID=%d", u->pid);
+    notify_send(text);
+    snprintf(text, sizeof(text), "upgraded: master pid %d took over from pid %d, whose workers now drain", u->pid,
+             (int)getpid());
+    u->host.finish(u->host.arg, 1, text, u->pid);
 }
 
 static void u_line(void *arg, const char *line)
 {
     struct upgrade *u = arg;
-    if (strcmp(line, "ready") == 0 && u->state == U_STARTING) {
-        u->state = U_READY;
-        u->fn(u->arg, UPGRADE_READY, u->pid, NULL);
-    } else if (strcmp(line, "done") == 0 && u->state == U_GO) {
-        u->state = U_DONE;
-        uv_timer_stop(&u->timer);
-        u->fn(u->arg, UPGRADE_DONE, u->pid, NULL);
-    } else if (strncmp(line, "fail ", 5) == 0) {
+    if (strcmp(line, "ready") == 0 && u->state == U_STARTING)
+        u_ready(u);
+    else if (strcmp(line, "done") == 0 && u->state == U_GO)
+        u_done(u);
+    else if (strncmp(line, "fail ", 5) == 0) {
         snprintf(u->why, sizeof(u->why), "%s", line + 5);
         u_fail(u, u->why);
     }
@@ -237,23 +270,26 @@ static int spawn_master(struct upgrade *u, uv_loop_t *loop, const char *exe, con
 }
 
 struct upgrade *upgrade_start(uv_loop_t *loop, const char *exe, const struct upgrade_fds *fds,
-                              uint64_t timeout_ms, upgrade_fn fn, void *arg, char *err, size_t errlen)
+                              uint64_t timeout_ms, const struct upgrade_host *host, char *err, size_t errlen)
 {
-    int sv[2];
+    int sv[2] = {-1, -1};
     struct upgrade *u = calloc(1, sizeof(*u));
-    if (!u || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    if (!u || (u->spare = fcntl(fds->control, F_DUPFD_CLOEXEC, 0)) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         snprintf(err, errlen, "cannot start a new master: %s", strerror(u ? errno : ENOMEM));
+        if (u && u->spare >= 0)
+            close(u->spare);
         free(u);
         return NULL;
     }
-    u->fn = fn;
-    u->arg = arg;
+    u->host = *host;
     u->proc.data = u->chan.data = u->timer.data = u;
     int r = spawn_master(u, loop, exe, fds, sv[1]);
     close(sv[1]);
     if (r < 0) {
         snprintf(err, errlen, "cannot start a new master from %s: %s", exe, uv_strerror(r));
         close(sv[0]);
+        close(u->spare);
         free(u);
         return NULL;
     }
@@ -265,16 +301,6 @@ struct upgrade *upgrade_start(uv_loop_t *loop, const char *exe, const struct upg
         close(sv[0]); /* the child's exit or the deadline ends it */
     uv_timer_start(&u->timer, u_timeout, timeout_ms, 0);
     return u;
-}
-
-void upgrade_go(struct upgrade *u)
-{
-    if (u->state != U_READY)
-        return;
-    u->state = U_GO;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&u->chan, &fd) == 0)
-        send_line(fd, "go", NULL);
 }
 
 void upgrade_abort(struct upgrade *u, const char *why)
@@ -297,6 +323,9 @@ void upgrade_free(struct upgrade *u)
         if (!u->exited)
             uv_process_kill(&u->proc, SIGTERM);
     }
+    if (u->spare >= 0)
+        close(u->spare);
+    u->spare = -1;
     uv_timer_stop(&u->timer);
     u_close((uv_handle_t *)&u->chan);
     u_close((uv_handle_t *)&u->timer);
@@ -390,8 +419,8 @@ static int changed(char *err, size_t errlen, const char *key)
     return -EINVAL;
 }
 
-int upgrade_fits(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path, char *err,
-                 size_t errlen)
+static int fits(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path, char *err,
+                size_t errlen)
 {
     int reuse = 0;
     socklen_t len = sizeof(reuse);
@@ -406,6 +435,33 @@ int upgrade_fits(const struct upgrade_fds *fds, const struct cfg *cfg, const cha
     if (!unix_path_is(fds->control, ctl_path))
         return changed(err, errlen, "control.socket");
     return 0;
+}
+
+int upgrade_adopt_listeners(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path,
+                            int **listen, int *n, char *err, size_t errlen)
+{
+    int r = fits(fds, cfg, ctl_path, err, errlen);
+    if (r < 0)
+        return r;
+    if (!(*listen = malloc((size_t)fds->nlisten * sizeof(int))))
+        return -ENOMEM;
+    memcpy(*listen, fds->listen, (size_t)fds->nlisten * sizeof(int));
+    *n = fds->nlisten;
+    while (cfg->schedule == CFG_SCHED_REUSEPORT && *n > cfg->workers)
+        close((*listen)[--*n]);
+    return 0;
+}
+
+int upgrade_adopt_metrics(int fd, struct metrics_shm **shm, uint32_t *nslots)
+{
+    int r = metrics_map(fd, shm);
+    if (r == 0) {
+        *nslots = (*shm)->nslots;
+        return fd;
+    }
+    log_warn("the old master's counters have another layout (%s): counting starts from zero", strerror(-r));
+    close(fd);
+    return metrics_create(*nslots, shm);
 }
 
 void upgrade_fail_early(const char *msg)

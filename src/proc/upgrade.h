@@ -48,27 +48,34 @@ void upgrade_keep_argv(int argc, char **argv);
 
 /* --- the old master -------------------------------------------------- */
 
-enum upgrade_event {
-    UPGRADE_READY,  /* stop accepting, then upgrade_go() */
-    UPGRADE_DONE,   /* the new master (pid) took over */
-    UPGRADE_FAILED, /* msg says why; the new master is stopped */
+/* What an upgrade asks of the old master, step by step. */
+struct upgrade_host {
+    void *arg;
+    /* The new master is ready: stop accepting (round_robin, least_loaded)
+     * and close the control socket's handle (the upgrade keeps a copy). */
+    void (*pause)(void *arg);
+    /* The upgrade failed after pause: answer on ctl_fd (yours now) and
+     * accept again. */
+    void (*resume)(void *arg, int ctl_fd);
+    /* Called once, last: ok when the new master `pid` took over (drain the
+     * workers and exit, leaving the control socket's path and the pid file
+     * alone), else go on serving and upgrade_free(). `text` says which, for
+     * the log and the clients waiting. */
+    void (*finish)(void *arg, int ok, const char *text, int pid);
 };
-
-typedef void (*upgrade_fn)(void *arg, enum upgrade_event ev, int pid, const char *msg);
 
 struct upgrade;
 
 /*
  * Starts `exe` with the kept command line and `fds` (the caller keeps its
- * own copies open). `fn` hears READY, then DONE or FAILED; FAILED is the
- * last event and may come at any step (also when the new master does not
- * report ready within timeout_ms). Returns NULL with a reason in err.
+ * own copies open) and sees the handshake through. A new master that has
+ * not taken over within timeout_ms is stopped and the upgrade fails. On
+ * success, systemd (NOTIFY_SOCKET) is told the new MAINPID. Returns NULL
+ * with a reason in err (nothing was started).
  */
 struct upgrade *upgrade_start(uv_loop_t *loop, const char *exe, const struct upgrade_fds *fds,
-                              uint64_t timeout_ms, upgrade_fn fn, void *arg, char *err, size_t errlen);
-/* After READY: tells the new master to take over. */
-void upgrade_go(struct upgrade *u);
-/* Gives up on an upgrade that is not DONE (FAILED is reported with `why`). */
+                              uint64_t timeout_ms, const struct upgrade_host *host, char *err, size_t errlen);
+/* Gives up on an upgrade that has not finished (finish() hears `why`). */
 void upgrade_abort(struct upgrade *u, const char *why);
 int upgrade_pid(const struct upgrade *u);
 /* Frees u once its handles are closed; a new master that did not take over
@@ -85,10 +92,23 @@ void upgrade_free(struct upgrade *u);
  */
 int upgrade_inherited(struct upgrade_fds *fds);
 
-/* Whether the inherited sockets fit cfg (address, schedule, admin listener,
- * control socket path): 0, or -EINVAL with the key that changed in err. */
-int upgrade_fits(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path, char *err,
-                 size_t errlen);
+/*
+ * The inherited listeners, if they fit cfg (address, schedule, admin
+ * listener, control socket path): a malloc'ed copy in *listen, *n of them;
+ * with reuseport, the sockets of slots past cfg->workers are closed here
+ * (the old workers still drain from their own copies). 0, or -EINVAL with
+ * the key that changed in err, or -ENOMEM.
+ */
+int upgrade_adopt_listeners(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path,
+                            int **listen, int *n, char *err, size_t errlen);
+
+struct metrics_shm;
+
+/* The old master's counters segment, so that totals carry over: its fd,
+ * with *shm mapped and *nslots its capacity. A segment of another layout
+ * (another build) cannot be shared: a new one is made and counting starts
+ * from zero (logged). -errno when neither works. */
+int upgrade_adopt_metrics(int fd, struct metrics_shm **shm, uint32_t *nslots);
 
 /* Before any loop runs (a config that does not load): tells the old master
  * why, when this process is a new master. */

@@ -1260,32 +1260,31 @@ static void upgrade_finish(void *arg, int ok, const char *text, int pid)
  * binary on disk with this one's sockets and counters. */
 static void upgrade_begin(struct master *m, struct ctl_client *c)
 {
-    static const struct upgrade_host host = {NULL, upgrade_pause, upgrade_resume, upgrade_finish};
-    struct upgrade_host h = host;
+    struct upgrade_host host = {m, upgrade_pause, upgrade_resume, upgrade_finish};
     const char *busy = m->stopping    ? "not upgrading: the server is stopping"
                        : m->rl.active ? "not upgrading: a reload is under way; upgrade when it has ended"
                                       : NULL;
     char err[600];
-    uv_os_fd_t ctl;
-    if (busy || uv_fileno((uv_handle_t *)&m->ctl, &ctl) < 0) {
-        busy = busy ? busy : "not upgrading: the control socket is not open";
+    uv_os_fd_t ctl = -1;
+    if (!busy && !m->up && uv_fileno((uv_handle_t *)&m->ctl, &ctl) < 0)
+        busy = "not upgrading: the control socket is not open"; /* a new master that has not taken over */
+    if (busy) {
         log_warn("%s", busy);
         if (c)
             ctl_answer(c, json_pack("{s:b, s:s}", "ok", 0, "message", busy));
         return;
     }
-    if (c) {
+    if (c) { /* answered when this upgrade, or the one under way, ends */
         c->next_waiter = m->up_waiters;
         m->up_waiters = c;
     }
     if (m->up)
-        return; /* answered with the upgrade under way */
+        return;
     struct upgrade_fds fds = {.nlisten = m->nlisten, .admin = m->admin_fd, .control = ctl,
                               .metrics = m->metrics_fd, .channel = -1};
     memcpy(fds.listen, m->listen_fds, (size_t)m->nlisten * sizeof(int));
-    h.arg = m;
     uint64_t deadline = 2 * (uint64_t)m->cfg.ready_timeout_ms + 10000; /* its config, its workers */
-    if (!(m->up = upgrade_start(m->loop, m->exe, &fds, deadline, &h, err, sizeof(err)))) {
+    if (!(m->up = upgrade_start(m->loop, m->exe, &fds, deadline, &host, err, sizeof(err)))) {
         char text[700];
         snprintf(text, sizeof(text), "upgrade failed; master pid %d goes on serving: %s", (int)getpid(), err);
         upgrade_finish(m, 0, text, 0);

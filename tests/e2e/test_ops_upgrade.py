@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import children_of, free_port
+from conftest import children_of, cmdline, free_port
 from opsutil import assert_no_failures, kill_pid, ops, ops_bin, pid_alive, short_get, wait_for, wrk  # noqa: F401
 from test_ops_reload import NEW_VERSION, install, new_build, own_binary  # noqa: F401 - new_build is a fixture
 
@@ -77,6 +77,10 @@ def ready_pids_of(s):
     return sorted(w["pid"] for w in s.status()["workers"] if w["state"] == "ready")
 
 
+def worker_children(pid):
+    return sorted(k for k in children_of(pid) if cmdline(k)[1:2] == [b"__worker"])
+
+
 def assert_took_over(s, old, new, old_workers, n=2):
     """The pid file and status name the new master; the old master and its
     workers are gone; the new master's own children serve."""
@@ -88,7 +92,7 @@ def assert_took_over(s, old, new, old_workers, n=2):
     assert wait_for(lambda: not any(pid_alive(p) for p in old_workers), 10, 0.05), \
         "old workers %s still running" % [p for p in old_workers if pid_alive(p)]
     assert wait_for(lambda: len(ready_pids_of(s)) == n, 10, 0.1), s.status()
-    assert sorted(ready_pids_of(s)) == sorted(children_of(new)), (s.status(), children_of(new))
+    assert sorted(ready_pids_of(s)) == worker_children(new), (s.status(), children_of(new))
     assert not set(ready_pids_of(s)) & set(old_workers)
 
 
@@ -400,3 +404,30 @@ def test_upgrade_changes_worker_count(ops, adopted, schedule):
         for _ in range(12):
             r = short_get(s.port, "/", timeout=5)
             assert r.status == 200, r
+
+
+def test_upgrade_hands_health_checks_to_the_new_masters_checker(ops, adopted):
+    """With active health checks, the new master runs its own checker (shown
+    in its status); the old master's checker is gone with it, and checks go
+    on, made by the new checker."""
+    from test_proxy_checker import Backend, lb_config, running_checker, wait_checks_by
+    b = Backend()
+    try:
+        s = ops(lb_config(b))
+        b.master = s.proc.pid
+        old, old_workers = s.proc.pid, s.ready_pids()
+        old_chk = running_checker(s)["pid"]
+        assert old_chk in children_of(old)
+        rc, ans, err = upgrade(s, adopted)
+        assert rc == 0, (rc, ans, err)
+        new = ans["pid"]
+        assert_took_over(s, old, new, old_workers)
+        assert wait_for(lambda: not pid_alive(old_chk), 10, 0.05), "the old checker %d lives on" % old_chk
+        row = running_checker(s, other_than=old_chk)
+        assert row["pid"] in children_of(new), (row, children_of(new))
+        b.master = new
+        wait_checks_by(b, row["pid"], time.monotonic(), n=3)
+        r = short_get(s.port, "/anything")
+        assert r.status == 200, r
+    finally:
+        b.close()

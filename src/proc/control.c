@@ -155,8 +155,9 @@ static void print_worker(json_t *w)
     const char *last = json_string_value(json_object_get(w, "last_exit"));
     char pidtxt[16];
     snprintf(pidtxt, sizeof(pidtxt), pid ? "%lld" : "-", (long long)pid);
-    printf("%-3lld %-8s %-32s %-8s %-8lld %-28s %-10s %-6lld %lld\n",
-           (long long)json_integer_value(json_object_get(w, "id")), pidtxt, state, pid ? up : "-",
+    printf("%-3lld %-8s %-4lld %-32s %-8s %-8lld %-28s %-10s %-6lld %lld\n",
+           (long long)json_integer_value(json_object_get(w, "id")), pidtxt,
+           (long long)json_integer_value(json_object_get(w, "generation")), state, pid ? up : "-",
            (long long)json_integer_value(json_object_get(w, "restarts")), last && *last ? last : "-",
            pid ? rss : "-", (long long)json_integer_value(json_object_get(w, "connections")),
            (long long)json_integer_value(json_object_get(w, "requests")));
@@ -182,6 +183,27 @@ static void print_checker(json_t *c)
            (long long)json_integer_value(json_object_get(c, "restarts")), last && *last ? last : "-");
 }
 
+/* Every exit on a row of its own: the process that exited, its role. */
+static void print_exits(json_t *exits)
+{
+    size_t i;
+    json_t *e;
+    if (!json_array_size(exits))
+        return;
+    printf("\nrecent exits (newest first)\n%-3s %-8s %-4s %-12s %-8s %s\n", "id", "pid", "gen", "role", "ago",
+           "exit");
+    json_array_foreach(exits, i, e) {
+        char ago[32];
+        const char *err = json_string_value(json_object_get(e, "error"));
+        fmt_uptime(json_number_value(json_object_get(e, "ago_s")), ago, sizeof(ago));
+        printf("%-3lld %-8lld %-4lld %-12s %-8s %s%s%s\n", (long long)json_integer_value(json_object_get(e, "id")),
+               (long long)json_integer_value(json_object_get(e, "pid")),
+               (long long)json_integer_value(json_object_get(e, "generation")),
+               json_string_value(json_object_get(e, "role")), ago, json_string_value(json_object_get(e, "exit")),
+               err && *err ? ": " : "", err ? err : "");
+    }
+}
+
 static void print_status(json_t *root)
 {
     json_t *m = json_object_get(root, "master");
@@ -194,12 +216,13 @@ static void print_status(json_t *root)
            json_string_value(json_object_get(m, "schedule")), json_string_value(json_object_get(m, "env")),
            json_is_true(json_object_get(m, "reloading")) ? "  (reloading)" : "");
     print_checker(json_object_get(root, "checker"));
-    printf("%-3s %-8s %-32s %-8s %-8s %-28s %-10s %-6s %s\n", "id", "pid", "state", "uptime", "restarts",
-           "last exit", "rss", "conns", "requests");
+    printf("%-3s %-8s %-4s %-32s %-8s %-8s %-28s %-10s %-6s %s\n", "id", "pid", "gen", "state", "uptime",
+           "restarts", "last exit", "rss", "conns", "requests");
     size_t i;
     json_t *w;
     json_array_foreach(json_object_get(root, "workers"), i, w)
         print_worker(w);
+    print_exits(json_object_get(root, "exits"));
 }
 
 /* Waits for a pid to disappear; 1 when it did within timeout_ms. */
@@ -244,8 +267,9 @@ int control_command(const char *cmd, const struct cfg *cfg, int json)
     char sock[256], pidf[256], req[64], *reply = NULL;
     control_paths(cfg, sock, sizeof(sock), pidf, sizeof(pidf));
     snprintf(req, sizeof(req), "{\"cmd\": \"%s\"}", cmd);
-    /* a reload may take a while: each worker gets ready_timeout */
-    int timeout = (int)(cfg->ready_timeout_ms * (cfg->workers + 1) + 30000);
+    /* a reload may take a while: each worker gets ready_timeout, twice
+     * when a failed reload replaces them back */
+    int timeout = (int)(cfg->ready_timeout_ms * (2 * cfg->workers + 2) + 30000);
     int r = control_request(sock, req, &reply, timeout);
     if (r == -ECONNREFUSED || r == -ENOENT) {
         fprintf(stderr, "cohort: no master is running on %s\n", sock);

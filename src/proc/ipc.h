@@ -27,6 +27,7 @@ enum ipc_type {
     IPC_UPSTREAM_STATE = 7,  /* master -> worker: an upstream server's state (proxy/upstream.h) */
     IPC_UPSTREAM_REPORT = 8, /* worker -> master: failures in a row of an upstream server */
     IPC_HEALTH_RESULT = 9,   /* health checker -> master: a check's verdict (proxy/health.h) */
+    IPC_FAILED = 10,         /* worker -> master: it could not start; payload: why (then it exits) */
 };
 
 /* A master never queues more than this many bytes for one worker: messages

@@ -9,6 +9,19 @@
  *
  * Process states: STARTING (spawned, not yet ready), READY (serving),
  * DRAINING (told to stop; finishing what it has).
+ *
+ * A generation is a config the master hands to workers: 1 at start, one
+ * more per successful reload. Every worker runs a generation; one started
+ * for any reason other than a reload (first start, crash, recycle,
+ * rollback) runs the generation in force.
+ *
+ * A listening socket listens only while a worker can take what it queues:
+ * a reuseport slot's socket while that slot has a live worker, the shared
+ * socket while any worker is live, the master's acceptor while any worker
+ * is ready. Otherwise the master takes the queued connections (handing
+ * them to a serving worker over IPC) and stops listening on it, so the
+ * kernel sends new connections to the live workers' sockets or refuses
+ * them; a worker that starts listens on its socket again.
  */
 #include "proc/master.h"
 
@@ -49,6 +62,9 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
 #define MAX_PROCS_PER_SLOT 2 /* a serving worker and its replacement */
+#define MAX_EXITS 16         /* exits kept for `cohort status` */
+#define ROLLBACK_TRIES 3     /* attempts to replace one worker back */
+#define SELF_EXE "/proc/self/exe" /* the master's own binary, whatever is on disk now */
 
 enum pstate { P_STARTING, P_READY, P_DRAINING };
 
@@ -58,6 +74,7 @@ struct wslot;
 struct wproc {
     uv_process_t proc;
     uv_pipe_t ipc;
+    uv_timer_t ready_timer; /* ready_timeout */
     struct ipc_reader reader;
     struct master *m;
     struct wslot *slot;
@@ -66,21 +83,35 @@ struct wproc {
     int handles;            /* open libuv handles; freed at 0 */
     int mslot;              /* counters slot */
     int pid;
+    int gen;                /* config generation it runs */
+    int timed_out;          /* killed for not being ready within ready_timeout */
+    int exited;             /* its exit is being handled: only IPC_FAILED is read */
     uint64_t started;       /* loop ms */
     char version[32];
+    char error[200];        /* why it could not start, as it said (IPC_FAILED) */
+};
+
+/* An exit of a worker process, for `cohort status`: every exit but a clean
+ * one after a drain, on a row of its own. */
+struct exit_rec {
+    int id, pid, gen;
+    const char *role;       /* "serving", "starting", "replacement", "draining" */
+    char how[96];
+    char error[200];
+    uint64_t at;            /* loop ms */
 };
 
 struct wslot {
     int id;
     struct master *m;
     struct wproc *cur, *repl;
-    uv_timer_t restart, ready_timer;
+    uv_timer_t restart;
     int backoff_ms;
     int restarts;
     uint64_t next_try;      /* loop ms of a pending restart, 0 if none */
-    char last_exit[96];
-    const char *repl_why;   /* why `repl` was started: "reload" or "recycle" */
-    const char *repl_why_done; /* why the last replacement that took over was */
+    char last_exit[96];     /* how the slot's last serving worker ended */
+    char last_error[200];   /* and what it said, when it could not start */
+    const char *repl_why;   /* why `repl` was started: "reload", "recycle", "rollback" */
 };
 
 struct ctl_client {
@@ -92,12 +123,18 @@ struct ctl_client {
     int answered;
 };
 
+enum rl_phase { RL_FORWARD, RL_ROLLBACK };
+
 struct reload {
     int active, queued;
     struct cfg next;
     int next_fd;            /* config memfd of the new config */
-    int index;              /* slot being replaced */
+    enum rl_phase phase;    /* replacing with the new config, or back with the old */
+    int slot;               /* slot whose replacement the reload waits for; -1: none */
     int replaced;
+    int rolled_back;        /* new workers replaced back */
+    int tries;              /* failed attempts to replace one back */
+    char why[300];          /* why the reload failed */
     uint64_t failed_before; /* 5xx answers when the reload began */
     char kept[1024];        /* non-reloadable keys left as they were */
     struct ctl_client *waiters, *queued_waiters;
@@ -120,8 +157,12 @@ struct master {
     uv_signal_t sigs[6];
     int admin_fd;           /* admin listener (admin.port) for /metrics, /stats, /status; -1: none */
     uv_timer_t kill_timer;
-    uv_tcp_t acceptor;      /* round_robin / least_loaded */
-    int accepting;
+    uv_tcp_t *acceptor;     /* round_robin / least_loaded, while a worker is ready */
+    char listening[CFG_MAX_WORKERS]; /* per listen_fds[i]: listening now */
+    int gen;                /* the generation in force */
+    const char *gen_exe;    /* the binary its workers start from */
+    struct exit_rec exits[MAX_EXITS];
+    int nexits;             /* exits recorded so far; the last MAX_EXITS are kept */
     int rr_next;
     uv_pipe_t ctl;
     char ctl_path[256], pid_path[256];
@@ -143,12 +184,13 @@ struct master {
     uv_timer_t up_timer;    /* its workers' ready_timeout */
 };
 
-static void spawn(struct wslot *s, int replacement);
+static void spawn(struct wslot *s, int replacement, int next);
 static void reload_step(struct master *m);
 static void reload_finish(struct master *m, int ok, const char *msg);
 static void begin_stop(struct master *m, const char *why);
 static void reload_begin(struct master *m);
-static int replace_slot(struct wslot *s, const char *why);
+static int replace_slot(struct wslot *s, const char *why, int next);
+static void listeners_update(struct master *m);
 static void upgrade_begin(struct master *m, struct ctl_client *c);
 
 static int master_routes_connections(const struct cfg *c)
@@ -202,8 +244,8 @@ static int bind_admin(struct master *m, char *err, size_t errlen)
 }
 
 /* reuseport: one socket per slot, kept by the master across restarts and
- * reloads of that slot's worker, so connections queued on it wait for the
- * next worker instead of being reset; otherwise one socket. */
+ * reloads of that slot's worker (while it has no live worker it does not
+ * listen: listeners_update()); otherwise one socket. */
 static int bind_listeners(struct master *m, int want, char *err, size_t errlen)
 {
     int reuse = m->cfg.schedule == CFG_SCHED_REUSEPORT;
@@ -220,8 +262,22 @@ static int bind_listeners(struct master *m, int want, char *err, size_t errlen)
         if (fd < 0)
             return fd;
         m->listen_fds[m->nlisten] = fd;
+        m->listening[m->nlisten] = 1;
     }
     return 0;
+}
+
+static void acceptor_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void acceptor_stop(struct master *m)
+{
+    if (m->acceptor) {
+        uv_close((uv_handle_t *)m->acceptor, acceptor_closed);
+        m->acceptor = NULL;
+    }
 }
 
 static void close_listeners(struct master *m)
@@ -231,10 +287,7 @@ static void close_listeners(struct master *m)
             close(m->listen_fds[i]);
             m->listen_fds[i] = -1;
         }
-    if (m->accepting) {
-        m->accepting = 0;
-        uv_close((uv_handle_t *)&m->acceptor, NULL);
-    }
+    acceptor_stop(m);
 }
 
 static void raise_nofile(void)
@@ -306,6 +359,8 @@ static void close_proc_handles(struct wproc *p)
         uv_close((uv_handle_t *)&p->proc, wproc_closed);
     if (!uv_is_closing((uv_handle_t *)&p->ipc))
         uv_close((uv_handle_t *)&p->ipc, wproc_closed);
+    if (!uv_is_closing((uv_handle_t *)&p->ready_timer))
+        uv_close((uv_handle_t *)&p->ready_timer, wproc_closed);
 }
 
 static void drain_proc(struct wproc *p)
@@ -313,6 +368,7 @@ static void drain_proc(struct wproc *p)
     if (p->state == P_DRAINING)
         return;
     p->state = P_DRAINING;
+    uv_timer_stop(&p->ready_timer);
     /* the channel first; a signal if the channel is stuck */
     if (ipc_send((uv_stream_t *)&p->ipc, IPC_STOP, (uint16_t)p->slot->id, NULL, 0) < 0)
         uv_process_kill(&p->proc, SIGTERM);
@@ -331,7 +387,7 @@ static void restart_cb(uv_timer_t *t)
     struct wslot *s = t->data;
     s->next_try = 0;
     if (!s->m->stopping && !s->cur && s->id < s->m->nslots)
-        spawn(s, 0);
+        spawn(s, 0, 0);
 }
 
 static void describe_exit(char *buf, size_t len, int64_t status, int sig)
@@ -354,55 +410,111 @@ static void replace_dead(struct wslot *s, uint64_t up, int pid, const char *how)
     if (up >= (uint64_t)m->cfg.min_uptime_ms) {
         s->backoff_ms = 0;
         log_warn("worker %d (pid %d) %s after %.1f s; restarting", s->id, pid, how, up / 1000.0);
-        spawn(s, 0);
+        spawn(s, 0, 0);
         return;
     }
     s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (s->backoff_ms > BACKOFF_MAX_MS)
         s->backoff_ms = BACKOFF_MAX_MS;
-    log_warn("worker %d (pid %d) %s %.1f s after start (crash loop?); restarting in %d ms", s->id, pid, how,
-             up / 1000.0, s->backoff_ms);
+    log_warn("worker %d (pid %d) %s %.1f s after start (crash loop?); restarting in %d ms%s%s", s->id, pid, how,
+             up / 1000.0, s->backoff_ms, s->last_error[0] ? ": " : "", s->last_error);
     s->next_try = uv_now(m->loop) + (uint64_t)s->backoff_ms;
     uv_timer_start(&s->restart, restart_cb, (uint64_t)s->backoff_ms, 0);
 }
 
-static void replacement_failed(struct wslot *s, const char *why);
+static void replacement_failed(struct wslot *s, struct wproc *p, const char *how);
+
+static void record_exit(struct master *m, struct wproc *p, const char *role, const char *how)
+{
+    struct exit_rec *e = &m->exits[m->nexits++ % MAX_EXITS];
+    e->id = p->slot->id;
+    e->pid = p->pid;
+    e->gen = p->gen;
+    e->role = role;
+    e->at = uv_now(m->loop);
+    snprintf(e->how, sizeof(e->how), "%s", how);
+    snprintf(e->error, sizeof(e->error), "%s", p->error);
+}
+
+/* Whatever the worker wrote before it exited (a start failure's reason
+ * may still be unread when the exit is seen). */
+static void read_last_words(struct wproc *p)
+{
+    char buf[4096];
+    int fd;
+    ssize_t n;
+    p->exited = 1;
+    if (uv_fileno((uv_handle_t *)&p->ipc, &fd) < 0)
+        return;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        if (ipc_reader_feed(&p->reader, buf, (size_t)n) < 0)
+            break;
+}
+
+/* A worker of the first start did not get ready: the server cannot start.
+ * The master stops what runs and exits 1 with the worker's own reason. */
+static void start_failed(struct master *m, struct wslot *s, struct wproc *p, const char *how)
+{
+    log_error("worker %d (pid %d) could not start: %s%s%s%s; exiting", s->id, p->pid,
+              p->error[0] ? p->error : how, p->error[0] ? " (" : "", p->error[0] ? how : "",
+              p->error[0] ? ")" : "");
+    m->exit_code = 1;
+    begin_stop(m, "the first start failed");
+}
+
+static const char *exit_role(const struct wslot *s, const struct wproc *p)
+{
+    if (p->state == P_DRAINING && !p->timed_out)
+        return "draining";
+    if (s->repl == p)
+        return "replacement";
+    return p->state == P_READY ? "serving" : "starting";
+}
 
 static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
 {
     struct wproc *p = proc->data;
     struct wslot *s = p->slot;
     struct master *m = p->m;
-    char how[96];
+    char how[160];
+    read_last_words(p);
     describe_exit(how, sizeof(how), status, sig);
+    if (p->timed_out)
+        snprintf(how + strlen(how), sizeof(how) - strlen(how), ", not ready within ready_timeout");
     uint64_t up = uv_now(m->loop) - p->started;
+    int clean = status == 0 && sig == 0;
     metrics_retire(m->shm, (uint32_t)p->mslot); /* readers never see a half-done fold */
     unlink_proc(m, p);
     close_proc_handles(p);
-    if (p->state == P_DRAINING || m->stopping) {
+    if (!clean && !(m->stopping && p->state == P_DRAINING))
+        record_exit(m, p, exit_role(s, p), how);
+    if ((p->state == P_DRAINING && !p->timed_out) || m->stopping) {
         log_info("worker %d (pid %d) %s%s", s->id, p->pid, p->state == P_DRAINING ? "drained and " : "", how);
-        if (!(status == 0 && sig == 0))
-            snprintf(s->last_exit, sizeof(s->last_exit), "%s", how);
         if (s->cur == p)
             s->cur = NULL;
+        if (s->repl == p)
+            s->repl = NULL;
+        listeners_update(m);
         maybe_finish(m);
         return;
     }
-    snprintf(s->last_exit, sizeof(s->last_exit), "%s", how);
     if (s->repl == p) {
         s->repl = NULL;
-        replacement_failed(s, how);
-        return;
-    }
-    if (s->cur == p) {
+        replacement_failed(s, p, p->timed_out ? "ready_timeout" : p->error[0] ? p->error : how);
+    } else if (s->cur == p) {
         s->cur = NULL;
-        if (s->repl) {
-            /* its replacement was already starting: let it take over */
-            log_warn("worker %d (pid %d) %s while being replaced", s->id, p->pid, how);
+        snprintf(s->last_exit, sizeof(s->last_exit), "%s", how);
+        snprintf(s->last_error, sizeof(s->last_error), "%s", p->error);
+        if (!m->announced && p->state == P_STARTING) {
+            start_failed(m, s, p, how);
             return;
         }
-        replace_dead(s, up, p->pid, how);
+        if (s->repl) /* its replacement was already starting: let it take over */
+            log_warn("worker %d (pid %d) %s while being replaced", s->id, p->pid, how);
+        else
+            replace_dead(s, up, p->pid, how);
     }
+    listeners_update(m);
 }
 
 /* --- readiness, replacement and reload --------------------------------- */
@@ -433,52 +545,59 @@ static void replacement_ready(struct wslot *s)
 {
     struct master *m = s->m;
     struct wproc *old = s->cur, *p = s->repl;
-    uv_timer_stop(&s->ready_timer);
     s->repl = NULL;
     s->cur = p;
-    s->repl_why_done = s->repl_why;
-    log_info("worker %d (pid %d) replaced by pid %d (%s)", s->id, old ? old->pid : 0, p->pid, s->repl_why);
+    log_info("worker %d (pid %d) replaced by pid %d (%s, generation %d)", s->id, old ? old->pid : 0, p->pid,
+             s->repl_why, p->gen);
     if (old)
         drain_proc(old);
-    if (m->rl.active && m->rl.index == s->id) {
-        if (!s->repl_why_done || strcmp(s->repl_why_done, "reload") != 0) {
-            /* a recycle's replacement, started with the old config: the
-             * reload still owes this slot one with the new config */
-            if (replace_slot(s, "reload") < 0)
-                reload_finish(m, 0, "reload stopped: cannot start a new worker");
-            return;
-        }
-        m->rl.replaced++;
-        m->rl.index++;
-        reload_step(m);
+    if (m->rl.active && m->rl.slot == s->id) {
+        m->rl.slot = -1;
+        if (m->rl.phase == RL_FORWARD)
+            m->rl.replaced++;
+        else
+            m->rl.rolled_back++;
     }
+    if (m->rl.active)
+        reload_step(m);
 }
 
-static void replacement_failed(struct wslot *s, const char *why)
+static void rollback_begin(struct master *m);
+
+/* A replacement exited or was killed before it was ready; the slot's
+ * serving worker (if any) goes on. A reload that waited for it turns back. */
+static void replacement_failed(struct wslot *s, struct wproc *p, const char *why)
 {
     struct master *m = s->m;
-    uv_timer_stop(&s->ready_timer);
-    log_error("worker %d: the new worker did not become ready (%s); the old one keeps serving", s->id, why);
-    if (m->rl.active && m->rl.index == s->id) {
-        char msg[256];
-        snprintf(msg, sizeof(msg), "reload stopped: worker %d's replacement did not become ready (%s); "
-                 "%d worker(s) replaced, the rest keep the old config", s->id, why, m->rl.replaced);
-        reload_finish(m, 0, msg);
-    }
+    struct reload *rl = &m->rl;
+    log_error("worker %d: the new worker (pid %d, %s) did not become ready (%s); %s", s->id, p->pid,
+              s->repl_why, why, s->cur ? "the old one keeps serving" : "restarting the slot");
     if (!s->cur && !m->stopping)
         replace_dead(s, 0, 0, why);
+    if (!rl->active)
+        return;
+    if (rl->slot == s->id) {
+        rl->slot = -1;
+        if (rl->phase == RL_FORWARD) {
+            snprintf(rl->why, sizeof(rl->why), "worker %d's replacement did not become ready (%s)", s->id, why);
+            rollback_begin(m);
+            return;
+        }
+        rl->tries++;
+    }
+    reload_step(m);
 }
 
 static void ready_timeout_cb(uv_timer_t *t)
 {
-    struct wslot *s = t->data;
-    struct wproc *p = s->repl;
-    if (!p)
+    struct wproc *p = t->data;
+    if (p->state != P_STARTING)
         return;
-    s->repl = NULL;
-    p->state = P_DRAINING; /* its exit is expected now */
+    log_error("worker %d (pid %d) not ready within ready_timeout (%lld ms): killing it", p->slot->id, p->pid,
+              (long long)p->m->cfg.ready_timeout_ms);
+    p->timed_out = 1;
+    p->state = P_DRAINING; /* nothing is sent to it any more */
     uv_process_kill(&p->proc, SIGKILL);
-    replacement_failed(s, "ready_timeout");
 }
 
 static void on_worker_ready(struct wproc *p, const char *payload, uint32_t len)
@@ -487,25 +606,26 @@ static void on_worker_ready(struct wproc *p, const char *payload, uint32_t len)
     if (p->state != P_STARTING)
         return;
     p->state = P_READY;
+    uv_timer_stop(&p->ready_timer);
     snprintf(p->version, sizeof(p->version), "%.*s", (int)(len < 31 ? len : 31), payload);
     log_debug("worker %d (pid %d) ready", s->id, p->pid);
     if (s->repl == p)
         replacement_ready(s);
     announce(p->m);
+    listeners_update(p->m);
 }
 
-/* Starts a replacement beside a slot's worker (reload or recycle). */
-static int replace_slot(struct wslot *s, const char *why)
+/* Starts a replacement beside a slot's worker (reload, recycle or
+ * rollback): with the reload's new config when `next`, else with the
+ * generation in force. */
+static int replace_slot(struct wslot *s, const char *why, int next)
 {
     struct master *m = s->m;
     if (s->repl || m->stopping)
         return -EBUSY;
     s->repl_why = why;
-    spawn(s, 1);
-    if (!s->repl)
-        return -EAGAIN;
-    uv_timer_start(&s->ready_timer, ready_timeout_cb, (uint64_t)m->cfg.ready_timeout_ms, 0);
-    return 0;
+    spawn(s, 1, next);
+    return s->repl ? 0 : -EAGAIN;
 }
 
 /* Broadcasts an application message to every other serving worker. */
@@ -522,6 +642,12 @@ static void on_worker_msg(void *arg, const struct ipc_header *h, const char *pay
 {
     struct wproc *p = arg;
     struct wslot *s = p->slot;
+    if (h->type == IPC_FAILED) {
+        snprintf(p->error, sizeof(p->error), "%.*s", (int)h->len, payload);
+        return;
+    }
+    if (p->exited)
+        return;
     switch (h->type) {
     case IPC_READY:
         on_worker_ready(p, payload, h->len);
@@ -530,7 +656,7 @@ static void on_worker_msg(void *arg, const struct ipc_header *h, const char *pay
         if (s->cur != p || p->state != P_READY)
             break;
         log_warn("worker %d (pid %d) asks to be replaced: %.*s", s->id, p->pid, (int)h->len, payload);
-        if (replace_slot(s, "recycle") < 0)
+        if (replace_slot(s, "recycle", 0) < 0)
             log_warn("worker %d: a replacement is already on its way", s->id);
         break;
     case IPC_APP:
@@ -579,7 +705,10 @@ int worker_identity(const struct cfg *c, uv_uid_t *uid, uv_gid_t *gid)
     return (pw ? UV_PROCESS_SETUID : 0) | UV_PROCESS_SETGID;
 }
 
-static void spawn(struct wslot *s, int replacement)
+/* Starts a worker for slot s: its serving worker, or a replacement beside
+ * it; with the reload's new config when `next`, else the generation in
+ * force. */
+static void spawn(struct wslot *s, int replacement, int next)
 {
     struct master *m = s->m;
     struct wproc *p = calloc(1, sizeof(*p));
@@ -595,14 +724,19 @@ static void spawn(struct wslot *s, int replacement)
     p->slot = s;
     p->mslot = mslot;
     uv_pipe_init(m->loop, &p->ipc, 1);
+    uv_timer_init(m->loop, &p->ready_timer);
     p->ipc.data = p;
     p->proc.data = p;
+    p->ready_timer.data = p;
+    p->gen = next ? m->gen + 1 : m->gen;
+    const char *exe = next ? m->exe : m->gen_exe;
+    int64_t ready_ms = next ? m->rl.next.ready_timeout_ms : m->cfg.ready_timeout_ms;
     ipc_reader_init(&p->reader, on_worker_msg, p);
     char id[16], ms[16];
     snprintf(id, sizeof(id), "%d", s->id);
     snprintf(ms, sizeof(ms), "%d", mslot);
-    char *args[] = {(char *)m->exe, "__worker", id, ms, NULL};
-    int cfg_fd = (replacement && m->rl.active) ? m->rl.next_fd : m->config_fd;
+    char *args[] = {(char *)exe, "__worker", id, ms, NULL};
+    int cfg_fd = next ? m->rl.next_fd : m->config_fd;
     uv_stdio_container_t io[8] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = 1},
@@ -627,17 +761,21 @@ static void spawn(struct wslot *s, int replacement)
      * own: with sched_autogroup each session is a scheduling group, and a
      * worker alone in one is scheduled against everything else on the
      * machine as a whole (docs/benchmarks.md, "load balancer"). */
-    uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = m->exe, .args = args, .stdio_count = 8,
+    uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = exe, .args = args, .stdio_count = 8,
                                 .stdio = io};
     opt.flags |= (unsigned)worker_identity(&m->cfg, &opt.uid, &opt.gid);
     int r = uv_spawn(m->loop, &p->proc, &opt);
-    p->handles = 2;
+    p->handles = 3;
     if (r < 0) {
-        log_error("worker %d: cannot start %s: %s", s->id, m->exe, uv_strerror(r));
+        log_error("worker %d: cannot start %s: %s", s->id, exe, uv_strerror(r));
         metrics_set(m->shm->slots[mslot].pid, 0);
         close_proc_handles(p);
-        if (!replacement)
+        if (!replacement && !m->announced) {
+            m->exit_code = 1;
+            begin_stop(m, "the first start failed");
+        } else if (!replacement) {
             replace_dead(s, 0, 0, "could not be started");
+        }
         return;
     }
     setpgid(p->proc.pid, p->proc.pid); /* EACCES once it exec'd and set it itself */
@@ -655,9 +793,12 @@ static void spawn(struct wslot *s, int replacement)
     else
         s->cur = p;
     uv_read_start((uv_stream_t *)&p->ipc, ipc_alloc_cb, ipc_read);
+    uv_timer_start(&p->ready_timer, ready_timeout_cb, (uint64_t)ready_ms, 0);
     if (m->hc) /* before its first request, as far as the pipe goes */
         hc_snapshot(m->hc, upstream_send_one, p);
-    log_info("worker %d started (pid %d)%s", s->id, p->pid, replacement ? " as a replacement" : "");
+    log_info("worker %d started (pid %d)%s: generation %d%s%s", s->id, p->pid,
+             replacement ? " as a replacement" : "", p->gen, exe == m->exe ? "" : ", from ", exe == m->exe ? "" : exe);
+    listeners_update(m);
 }
 
 static uint64_t failed_requests(const struct master *m)
@@ -684,12 +825,14 @@ static void reload_finish(struct master *m, int ok, const char *msg)
     struct reload *rl = &m->rl;
     uint64_t failed = failed_requests(m) - rl->failed_before;
     if (ok) {
-        /* the new config is the master's now */
+        /* the new config is the master's now, started from the binary on disk */
         cfg_free(&m->cfg);
         m->cfg = rl->next;
         memset(&rl->next, 0, sizeof(rl->next));
         close(m->config_fd);
         m->config_fd = rl->next_fd;
+        m->gen++;
+        m->gen_exe = m->exe;
     } else {
         cfg_free(&rl->next);
         close(rl->next_fd);
@@ -700,16 +843,22 @@ static void reload_finish(struct master *m, int ok, const char *msg)
     }
     rl->next_fd = -1;
     rl->active = 0;
+    rl->slot = -1;
     char text[1200];
     if (ok)
         snprintf(text, sizeof(text), "reloaded: %d worker(s) replaced, %llu request(s) failed meanwhile%s%s",
                  rl->replaced, (unsigned long long)failed, rl->kept[0] ? "; " : "", rl->kept);
-    else
+    else if (msg)
         snprintf(text, sizeof(text), "%s", msg);
+    else
+        snprintf(text, sizeof(text), "reload failed and rolled back: %s; %d worker(s) replaced and %d replaced back: "
+                 "every worker serves the old config (generation %d), started from the master's own binary",
+                 rl->why, rl->replaced, rl->rolled_back, m->gen);
     log_msg(ok ? LOG_INFO : LOG_ERROR, "%s", text);
     notify_send("READY=1");
-    answer_waiters(rl->waiters, json_pack("{s:b, s:s, s:i, s:I}", "ok", ok, "message", text, "replaced",
-                                          rl->replaced, "failed_requests", (json_int_t)failed));
+    answer_waiters(rl->waiters, json_pack("{s:b, s:s, s:i, s:i, s:i, s:I}", "ok", ok, "message", text, "replaced",
+                                          rl->replaced, "rolled_back", rl->rolled_back, "generation", m->gen,
+                                          "failed_requests", (json_int_t)failed));
     rl->waiters = NULL;
     if (rl->queued && !m->stopping) {
         rl->queued = 0;
@@ -759,52 +908,114 @@ static void reload_begin(struct master *m)
     if (checker_config(m->chk, &rl->next) < 0)
         log_error("health checker: cannot hand it the new config: out of memory");
     rl->active = 1;
-    rl->index = 0;
-    rl->replaced = 0;
+    rl->phase = RL_FORWARD;
+    rl->slot = -1;
+    rl->replaced = rl->rolled_back = rl->tries = 0;
+    rl->why[0] = '\0';
     rl->failed_before = failed_requests(m);
     if (rl->next.workers > m->nslots)
         m->nslots = rl->next.workers;
     notify_send("RELOADING=1");
-    log_info("reloading: replacing %d worker(s) one at a time%s%s", rl->next.workers, rl->kept[0] ? "; " : "",
-             rl->kept);
+    log_info("reloading to generation %d: replacing %d worker(s) one at a time%s%s", m->gen + 1, rl->next.workers,
+             rl->kept[0] ? "; " : "", rl->kept);
     reload_step(m);
 }
 
-/* Replaces the next slot, or ends the reload when every slot is done. */
-static void reload_step(struct master *m)
+/* The slots a reload added, and their sockets, go away. */
+static void shrink_slots(struct master *m, int n)
 {
-    struct reload *rl = &m->rl;
-    char err[256];
-    while (rl->index < rl->next.workers) {
-        struct wslot *s = &m->slots[rl->index];
-        if (!s->cur && s->next_try) { /* in backoff: it restarts with the new config */
-            rl->index++;
-            continue;
-        }
-        if (s->repl)
-            return; /* a recycle's replacement is starting: wait for it */
-        if (bind_listeners(m, rl->index + 1, err, sizeof(err)) < 0 || replace_slot(s, "reload") < 0) {
-            reload_finish(m, 0, "reload stopped: cannot start a new worker");
-            return;
-        }
-        return; /* replacement_ready() comes back here */
-    }
-    for (int i = rl->next.workers; i < m->nslots; i++) {
+    for (int i = n; i < m->nslots; i++) {
         struct wslot *s = &m->slots[i];
         uv_timer_stop(&s->restart);
         s->next_try = 0;
         if (s->cur)
             drain_proc(s->cur);
+        if (s->repl) {
+            drain_proc(s->repl);
+            s->repl = NULL;
+        }
     }
-    m->nslots = rl->next.workers;
+    m->nslots = n;
     /* sockets of slots that are gone: once their draining workers close
      * theirs too, the kernel stops queueing connections on them */
     for (; m->cfg.schedule == CFG_SCHED_REUSEPORT && m->nlisten > m->nslots; m->nlisten--)
         close(m->listen_fds[m->nlisten - 1]);
+}
+
+/* A replacement of the new generation failed: every worker already
+ * replaced is replaced back with the generation in force, started from the
+ * master's own binary (the binary on disk may be what failed). */
+static void rollback_begin(struct master *m)
+{
+    struct reload *rl = &m->rl;
+    rl->phase = RL_ROLLBACK;
+    rl->tries = 0;
+    m->gen_exe = SELF_EXE;
+    log_error("reload failed: %s; replacing the %d new worker(s) back with generation %d", rl->why, rl->replaced,
+              m->gen);
+    shrink_slots(m, m->cfg.workers);
+    reload_step(m);
+}
+
+/* The next slot whose worker is not of generation `gen`, or -1; *wait is
+ * set when a replacement is on its way somewhere (its end comes back
+ * here). Slots waiting to restart start with the generation in force. */
+static int next_slot_to_replace(struct master *m, int n, int gen, int *wait)
+{
+    for (int i = 0; i < n; i++) {
+        struct wslot *s = &m->slots[i];
+        if (s->repl)
+            *wait = 1;
+        else if (s->cur ? s->cur->gen != gen : !s->next_try)
+            return i;
+    }
+    return -1;
+}
+
+/* Replaces the next slot (forward: with the new config; rolling back:
+ * with the old), or ends the reload when every slot is done. */
+static void reload_step(struct master *m)
+{
+    struct reload *rl = &m->rl;
+    char err[256];
+    int wait = 0;
+    if (!rl->active || rl->slot >= 0 || m->stopping)
+        return;
+    int back = rl->phase == RL_ROLLBACK;
+    int i = back ? next_slot_to_replace(m, m->nslots, m->gen, &wait)
+                 : next_slot_to_replace(m, rl->next.workers, m->gen + 1, &wait);
+    if (i >= 0 && !back) {
+        if (bind_listeners(m, i + 1, err, sizeof(err)) < 0 || replace_slot(&m->slots[i], "reload", 1) < 0) {
+            snprintf(rl->why, sizeof(rl->why), "cannot start a new worker %d", i);
+            rollback_begin(m);
+            return;
+        }
+        rl->slot = i;
+        return; /* replacement_ready() or replacement_failed() comes back here */
+    }
+    if (i >= 0) {
+        if (rl->tries >= ROLLBACK_TRIES || replace_slot(&m->slots[i], "rollback", 0) < 0) {
+            char msg[700];
+            snprintf(msg, sizeof(msg), "reload failed: %s; rolling back failed too: worker %d still runs "
+                     "generation %d", rl->why, i, m->gen + 1);
+            reload_finish(m, 0, msg);
+            return;
+        }
+        rl->slot = i;
+        return;
+    }
+    if (wait)
+        return;
+    if (back) {
+        reload_finish(m, 0, NULL);
+        return;
+    }
+    shrink_slots(m, rl->next.workers);
     reload_finish(m, 1, NULL);
 }
 
-/* --- round_robin and least_loaded: the master accepts -------------------- */
+/* --- handing connections over: round_robin, least_loaded, and the queue of
+ * a socket that stops listening --------------------------------------------- */
 
 struct handoff {
     uv_tcp_t tcp;
@@ -852,38 +1063,130 @@ static struct wproc *pick_worker(struct master *m)
     return best;
 }
 
-static void on_accept(uv_stream_t *server, int status)
+/* Passes an accepted connection to a serving worker; closes it when there
+ * is none. */
+static void hand_over(struct master *m, struct handoff *h)
 {
-    struct master *m = server->data;
-    if (status < 0)
-        return;
-    struct handoff *h = malloc(sizeof(*h));
-    if (!h)
-        return;
-    uv_tcp_init(m->loop, &h->tcp);
-    h->tcp.data = h;
-    h->req.data = h;
-    if (uv_accept(server, (uv_stream_t *)&h->tcp) < 0) {
-        uv_close((uv_handle_t *)&h->tcp, handoff_closed);
-        return;
-    }
     struct wproc *p = pick_worker(m);
     if (!p || ipc_send_handle(&p->ipc, (uv_stream_t *)&h->tcp, handoff_sent, &h->req) < 0)
         uv_close((uv_handle_t *)&h->tcp, handoff_closed);
 }
 
-static int start_acceptor(struct master *m)
+static struct handoff *handoff_new(struct master *m)
 {
-    int fd = dup(m->listen_fds[0]);
-    int r = fd < 0 ? -errno : uv_tcp_init(m->loop, &m->acceptor);
-    if (r == 0) {
-        m->acceptor.data = m;
-        m->accepting = 1;
-        r = uv_tcp_open(&m->acceptor, fd);
-        if (r == 0)
-            r = uv_listen((uv_stream_t *)&m->acceptor, m->cfg.backlog, on_accept);
+    struct handoff *h = malloc(sizeof(*h));
+    if (h) {
+        uv_tcp_init(m->loop, &h->tcp);
+        h->tcp.data = h;
+        h->req.data = h;
+    }
+    return h;
+}
+
+static void on_accept(uv_stream_t *server, int status)
+{
+    struct master *m = server->data;
+    struct handoff *h = status < 0 ? NULL : handoff_new(m);
+    if (!h)
+        return;
+    if (uv_accept(server, (uv_stream_t *)&h->tcp) < 0) {
+        uv_close((uv_handle_t *)&h->tcp, handoff_closed);
+        return;
+    }
+    hand_over(m, h);
+}
+
+static int acceptor_start(struct master *m)
+{
+    uv_tcp_t *a = malloc(sizeof(*a));
+    int fd = a ? dup(m->listen_fds[0]) : -1;
+    if (fd < 0) {
+        free(a);
+        return -ENOMEM;
+    }
+    uv_tcp_init(m->loop, a);
+    a->data = m;
+    m->acceptor = a;
+    int r = uv_tcp_open(a, fd);
+    if (r < 0)
+        close(fd);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)a, m->cfg.backlog, on_accept); /* listens again if it had stopped */
+    if (r < 0) {
+        log_error("cannot accept on the listening socket: %s", uv_strerror(r));
+        acceptor_stop(m);
     }
     return r;
+}
+
+/* Listening socket i has no worker to take its connections: the ones
+ * queued on it go to a serving worker (or are closed when there is none),
+ * and it stops listening (the kernel sends new connections to the other
+ * sockets of a reuseport group, or refuses them), until a worker listens
+ * on it again. */
+static void stop_listening(struct master *m, int i)
+{
+    int fd = m->listen_fds[i], cfd, n = 0;
+    struct sockaddr sa = {.sa_family = AF_UNSPEC};
+    m->listening[i] = 0;
+    while (n < 65536 && (cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+        struct handoff *h = handoff_new(m);
+        n++;
+        if (!h || uv_tcp_open(&h->tcp, cfd) < 0) {
+            close(cfd);
+            if (h)
+                uv_close((uv_handle_t *)&h->tcp, handoff_closed);
+            continue;
+        }
+        hand_over(m, h);
+    }
+    if (connect(fd, &sa, sizeof(sa)) < 0)
+        log_warn("cannot stop listening on socket %d: %s", i, strerror(errno));
+    log_info("%s%d: no live worker: not listening until one starts (%d queued connection(s) handed over)",
+             m->nlisten > 1 ? "socket of worker " : "listening socket ", m->nlisten > 1 ? i : 0, n);
+}
+
+static int proc_live(const struct wproc *p)
+{
+    return p && p->state != P_DRAINING;
+}
+
+static int slot_live(const struct wslot *s)
+{
+    return proc_live(s->cur) || proc_live(s->repl);
+}
+
+/* Makes the listening sockets follow the workers (see the top of the file). */
+static void listeners_update(struct master *m)
+{
+    int live = 0, ready = 0;
+    if (m->stopping)
+        return;
+    for (int i = 0; i < m->nslots; i++) {
+        live |= slot_live(&m->slots[i]);
+        ready |= m->slots[i].cur && m->slots[i].cur->state == P_READY;
+    }
+    if (m->cfg.schedule == CFG_SCHED_REUSEPORT && m->nlisten > 1) {
+        for (int i = 0; i < m->nlisten; i++) {
+            int want = i < m->nslots && slot_live(&m->slots[i]);
+            if (!want && m->listening[i])
+                stop_listening(m, i);
+            else if (want)
+                m->listening[i] = 1; /* its worker listens on it as it starts */
+        }
+        return;
+    }
+    if (master_routes_connections(&m->cfg)) {
+        if (!ready)
+            acceptor_stop(m);
+        live = ready;
+    }
+    if (!live && m->listening[0])
+        stop_listening(m, 0);
+    else if (live)
+        m->listening[0] = 1;
+    if (ready && master_routes_connections(&m->cfg) && !m->acceptor)
+        acceptor_start(m);
 }
 
 /* --- the control socket ---------------------------------------------------- */
@@ -938,7 +1241,8 @@ static json_t *proc_row(struct master *m, const struct wslot *s, const struct wp
     json_t *row = json_pack("{s:i, s:i, s:s, s:f, s:i, s:s}", "id", s->id, "pid", p ? p->pid : 0, "state",
                             p ? state_name(p) : (s->next_try ? "crash_loop" : "stopped"), "uptime_s",
                             p ? (double)(now - p->started) / 1000.0 : 0.0, "restarts", s->restarts,
-                            "last_exit", s->last_exit);
+                            "last_exit", p && p != s->cur ? "" : s->last_exit);
+    json_object_set_new(row, "generation", json_integer(p ? p->gen : m->gen));
     if (p) {
         const struct metrics_slot *ms = &m->shm->slots[p->mslot];
         json_object_set_new(row, "rss", json_integer((json_int_t)metrics_get(ms->rss)));
@@ -949,8 +1253,23 @@ static json_t *proc_row(struct master *m, const struct wslot *s, const struct wp
     } else if (s->next_try) {
         json_object_set_new(row, "next_try_s",
                             json_real(s->next_try > now ? (double)(s->next_try - now) / 1000.0 : 0.0));
+        json_object_set_new(row, "last_error", json_string(s->last_error));
     }
     return row;
+}
+
+/* The last exits, newest first: each on a row of its own. */
+static json_t *exits_json(struct master *m)
+{
+    json_t *a = json_array();
+    uint64_t now = uv_now(m->loop);
+    for (int k = 1; k <= MAX_EXITS && k <= m->nexits; k++) {
+        const struct exit_rec *e = &m->exits[(m->nexits - k) % MAX_EXITS];
+        json_array_append_new(a, json_pack("{s:i, s:i, s:i, s:s, s:s, s:s, s:f}", "id", e->id, "pid", e->pid,
+                                           "generation", e->gen, "role", e->role, "exit", e->how, "error",
+                                           e->error, "ago_s", (double)(now - e->at) / 1000.0));
+    }
+    return a;
 }
 
 static json_t *status_json(struct master *m)
@@ -965,12 +1284,13 @@ static json_t *status_json(struct master *m)
     for (struct wproc *p = m->procs; p; p = p->next)
         if (p->state == P_DRAINING)
             json_array_append_new(workers, proc_row(m, p->slot, p));
-    return json_pack("{s:b, s:{s:i, s:s, s:s, s:i, s:s, s:s, s:i, s:f, s:b, s:b}, s:o, s:o}", "ok", 1, "master",
-                     "pid", (int)getpid(), "version", COHORT_VERSION, "host", m->cfg.host, "port", m->cfg.port,
-                     "schedule", schedule_name(m->cfg.schedule), "env", m->cfg.env ? m->cfg.env : "",
-                     "workers", m->nslots, "uptime_s", (double)(uv_now(m->loop) - m->started_ms) / 1000.0,
+    return json_pack("{s:b, s:{s:i, s:s, s:s, s:i, s:s, s:s, s:i, s:i, s:f, s:b, s:b}, s:o, s:o, s:o}", "ok", 1,
+                     "master", "pid", (int)getpid(), "version", COHORT_VERSION, "host", m->cfg.host, "port",
+                     m->cfg.port, "schedule", schedule_name(m->cfg.schedule), "env", m->cfg.env ? m->cfg.env : "",
+                     "workers", m->nslots, "generation", m->gen,
+                     "uptime_s", (double)(uv_now(m->loop) - m->started_ms) / 1000.0,
                      "reloading", m->rl.active, "stopping", m->stopping, "workers", workers, "checker",
-                     checker_status(m->chk));
+                     checker_status(m->chk), "exits", exits_json(m));
 }
 
 static void ctl_command(struct ctl_client *c, const char *cmd)
@@ -1136,7 +1456,6 @@ static void begin_stop(struct master *m, const char *why)
     close_listeners(m);
     for (int i = 0; i < CFG_MAX_WORKERS; i++) {
         uv_timer_stop(&m->slots[i].restart);
-        uv_timer_stop(&m->slots[i].ready_timer);
         m->slots[i].next_try = 0;
     }
     if (m->rl.active)
@@ -1217,10 +1536,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 static void upgrade_pause(void *arg)
 {
     struct master *m = arg;
-    if (m->accepting) {
-        m->accepting = 0;
-        uv_close((uv_handle_t *)&m->acceptor, NULL);
-    }
+    acceptor_stop(m);
     uv_close((uv_handle_t *)&m->ctl, NULL);
 }
 
@@ -1233,8 +1549,7 @@ static void upgrade_resume(void *arg, int ctl_fd)
     }
     if (serve_control(m, ctl_fd) < 0)
         log_error("cannot answer on the control socket %s again", m->ctl_path);
-    if (master_routes_connections(&m->cfg) && start_acceptor(m) < 0)
-        log_error("cannot accept on the listening socket again");
+    listeners_update(m); /* accepts again once a worker is ready */
 }
 
 static void upgrade_finish(void *arg, int ok, const char *text, int pid)
@@ -1304,8 +1619,7 @@ static void take_over(struct master *m, const char *how)
     m->inh.control = -1;
     m->ctl_open = 1;
     write_pid_file(m);
-    if (master_routes_connections(&m->cfg) && start_acceptor(m) < 0)
-        log_error("cannot accept on the listening socket");
+    listeners_update(m); /* accepts once a worker is ready */
     snprintf(state, sizeof(state), "MAINPID=%d", (int)getpid());
     notify_send(state);
     log_info("took over from the old master (%s)", how);
@@ -1423,11 +1737,6 @@ static int prepare(struct master *m)
         log_error("cannot set up upstream health checks: out of memory");
         return 1;
     }
-    /* a new master accepts once it takes over */
-    if (master_routes_connections(&m->cfg) && !m->inherited && start_acceptor(m) < 0) {
-        log_error("cannot accept on the listening socket");
-        return 1;
-    }
     return 0;
 }
 
@@ -1469,6 +1778,9 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
     memset(cfg, 0, sizeof(*cfg));
     m.src = src;
     m.exe = exe;
+    m.gen = 1;
+    m.gen_exe = exe;
+    m.rl.slot = -1;
     m.loop = uv_default_loop();
     m.metrics_fd = m.config_fd = m.rl.next_fd = m.admin_fd = -1;
     upgrade_init_child(&m);
@@ -1479,8 +1791,7 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
         s->id = i;
         s->m = &m;
         uv_timer_init(m.loop, &s->restart);
-        uv_timer_init(m.loop, &s->ready_timer);
-        s->restart.data = s->ready_timer.data = s;
+        s->restart.data = s;
     }
     uv_timer_init(m.loop, &m.kill_timer);
     m.kill_timer.data = &m;
@@ -1492,7 +1803,7 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
         setup_signals(&m);
         summary_start(m.loop, m.shm, m.cfg.log.stats_interval_ms); /* log.stats_interval */
         for (int i = 0; i < m.nslots; i++)
-            spawn(&m.slots[i], 0);
+            spawn(&m.slots[i], 0, 0);
         if (m.inherited)
             uv_timer_start(&m.up_timer, upgrade_ready_timeout, (uint64_t)m.cfg.ready_timeout_ms, 0);
         uv_run(m.loop, UV_RUN_DEFAULT);

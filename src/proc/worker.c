@@ -7,9 +7,11 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +54,30 @@ struct worker {
 };
 
 static struct worker *self;
+static char start_error[200]; /* why this worker could not start */
+
+/* Logs why the worker cannot start and keeps it for the master. */
+static void __attribute__((format(printf, 1, 2))) fail_start(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(start_error, sizeof(start_error), fmt, ap);
+    va_end(ap);
+    log_error("%s", start_error);
+}
+
+/* Tells the master why, on the channel (written directly: the loop may not
+ * run yet), and returns the exit code. */
+static int report_start_failure(int id)
+{
+    if (!start_error[0])
+        snprintf(start_error, sizeof(start_error), "out of memory");
+    struct ipc_header h = {.type = IPC_FAILED, .worker = (uint16_t)id, .len = (uint32_t)strlen(start_error)};
+    struct iovec iov[2] = {{&h, sizeof(h)}, {start_error, h.len}};
+    if (writev(WORKER_FD_IPC, iov, 2) < 0)
+        log_warn("cannot tell the master why: %s", strerror(errno));
+    return 1;
+}
 
 /* Reads the whole effective config the master left in a memfd. */
 static char *read_config_fd(int fd)
@@ -294,7 +320,7 @@ static int load_inherited(struct worker *w, int slot)
     char *text = read_config_fd(WORKER_FD_CONFIG);
     close(WORKER_FD_CONFIG);
     if (!text || cfg_from_json(text, &w->cfg, err, sizeof(err)) < 0) {
-        log_error("bad config from master: %s", text ? err : "unreadable");
+        fail_start("bad config from master: %s", text ? err : "unreadable");
         free(text);
         return -EINVAL;
     }
@@ -302,7 +328,7 @@ static int load_inherited(struct worker *w, int slot)
     int r = metrics_map(WORKER_FD_METRICS, &w->shm);
     close(WORKER_FD_METRICS);
     if (r < 0 || slot < 0 || (uint32_t)slot >= w->shm->nslots) {
-        log_error("cannot map counters: %s", strerror(r < 0 ? -r : EINVAL));
+        fail_start("cannot map counters: %s", strerror(r < 0 ? -r : EINVAL));
         return -EINVAL;
     }
     w->slot = &w->shm->slots[slot];
@@ -322,7 +348,7 @@ static int start_serving(struct worker *w)
                           .admin_fd = w->cfg.admin.port ? WORKER_FD_ADMIN : 0};
     w->app = app_new(&env, err, sizeof(err));
     if (!w->app) {
-        log_error("%s", err);
+        fail_start("%s", err);
         return -EINVAL;
     }
     w->srv = http_server_new(w->loop, &w->cfg, w->router, w->slot);
@@ -332,7 +358,7 @@ static int start_serving(struct worker *w)
         return 0; /* the master accepts and hands connections over IPC */
     int r = http_server_listen_fd(w->srv, WORKER_FD_LISTEN);
     if (r < 0)
-        log_error("cannot accept on the inherited socket: %s", uv_strerror(r));
+        fail_start("cannot accept on the inherited socket: %s", uv_strerror(r));
     return r;
 }
 
@@ -347,12 +373,12 @@ int worker_main(int id, int slot)
     w.loop = uv_default_loop();
     self = &w;
     if (load_inherited(&w, slot) < 0)
-        return 1;
+        return report_start_failure(id);
     if (w.cfg.max_errors > 0)
         w.error_times = calloc((size_t)w.cfg.max_errors, sizeof(uint64_t));
     setup_signals(&w);
     if (start_serving(&w) < 0 || setup_ipc(&w) < 0)
-        return 1;
+        return report_start_failure(id);
     uv_timer_init(w.loop, &w.rss_timer);
     w.rss_timer.data = &w;
     uv_timer_start(&w.rss_timer, update_rss, 0, 1000);

@@ -169,6 +169,7 @@ struct master {
     int ctl_open;
     struct reload rl;
     int stopping, announced;
+    int spawned;            /* the first start's workers are all spawned */
     uint64_t started_ms;
     int exit_code;
     struct hc *hc;          /* upstream servers' state and ejections (proxy/health.h) */
@@ -1160,7 +1161,7 @@ static int slot_live(const struct wslot *s)
 static void listeners_update(struct master *m)
 {
     int live = 0, ready = 0;
-    if (m->stopping)
+    if (m->stopping || !m->spawned)
         return;
     for (int i = 0; i < m->nslots; i++) {
         live |= slot_live(&m->slots[i]);
@@ -1802,8 +1803,10 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
     if (r == 0) {
         setup_signals(&m);
         summary_start(m.loop, m.shm, m.cfg.log.stats_interval_ms); /* log.stats_interval */
-        for (int i = 0; i < m.nslots; i++)
+        for (int i = 0; i < m.nslots && !m.stopping; i++)
             spawn(&m.slots[i], 0, 0);
+        m.spawned = 1;
+        listeners_update(&m);
         if (m.inherited)
             uv_timer_start(&m.up_timer, upgrade_ready_timeout, (uint64_t)m.cfg.ready_timeout_ms, 0);
         uv_run(m.loop, UV_RUN_DEFAULT);

@@ -157,19 +157,18 @@ def test_crash_during_reload_is_replaced_with_the_new_generation(ops):
     replaced again before the reload reports success: every worker ends on
     generation 2."""
     from test_ops_reload import slow_start_server
-    s = slow_start_server(ops, {"schedule": "round_robin", "min_uptime": "100ms"}, 1.5)
+    s = slow_start_server(ops, {"schedule": "round_robin", "min_uptime": "100ms"}, 2.5)
     s.worker_deaths_ok = True
     import threading
     box = {}
     t = threading.Thread(target=lambda: box.update(r=s.cli("reload", timeout=60)))
     t.start()
 
-    def w0_new():
-        w = s.ready_workers().get(0)
-        return w and w["generation"] == 2 and w["pid"]
-    pid = wait_for(w0_new, 10, 0.02)
-    assert pid, s.status()
-    os.kill(pid, signal.SIGKILL)
+    m = wait_for(lambda: re.search(r"worker 0 \(pid \d+\) replaced by pid (\d+) \(reload, generation 2\)", s.log()),
+                 15, 0.02)
+    assert m, s.log()
+    os.kill(int(m.group(1)), signal.SIGKILL)
+    assert "reloaded" not in s.log(), "too late: the reload was over before worker 0 was killed"
     t.join(60)
     rc, out, err = box["r"]
     assert rc == 0, (rc, out, err)

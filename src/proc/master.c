@@ -548,7 +548,7 @@ static void replacement_ready(struct wslot *s)
     struct wproc *old = s->cur, *p = s->repl;
     s->repl = NULL;
     s->cur = p;
-    log_info("worker %d (pid %d) replaced by pid %d (%s, generation %d)", s->id, old ? old->pid : 0, p->pid,
+    log_info("worker %d (pid %d) replaced by pid %d (%s): generation %d", s->id, old ? old->pid : 0, p->pid,
              s->repl_why, p->gen);
     if (old)
         drain_proc(old);

@@ -60,12 +60,14 @@ def test_status_json_fields(ops):
     assert (m["host"], m["port"], m["schedule"], m["workers"]) == ("127.0.0.1", s.port, "reuseport", 2)
     assert m["version"] == version()
     assert m["reloading"] is False and m["stopping"] is False
+    assert m["generation"] == 1 and st["exits"] == []
     assert 0 < m["uptime_s"] < 30
     ws = st["workers"]
     assert [w["id"] for w in ws] == [0, 1]
     assert sorted(w["pid"] for w in ws) == sorted(s.workers())
     for w in ws:
         assert w["state"] == "ready" and w["restarts"] == 0 and w["last_exit"] == "", w
+        assert w["generation"] == 1, w
         assert 0 < w["uptime_s"] <= m["uptime_s"] + 0.01, w
         assert w["version"] == m["version"]
         assert w["connections"] == 0 and w["inflight"] == 0, w
@@ -108,6 +110,10 @@ def test_status_json_fields(ops):
     assert w0["uptime_s"] < 5
     w1 = s.ready_workers()[1]
     assert w1["pid"] == ws[1]["pid"] and w1["restarts"] == 0 and w1["last_exit"] == ""
+    exits = s.status()["exits"]
+    assert len(exits) == 1 and exits[0]["pid"] == victim and exits[0]["id"] == 0, exits
+    assert exits[0]["role"] == "serving" and exits[0]["generation"] == 1, exits
+    assert exits[0]["exit"].startswith("killed by signal 9"), exits
 
     # the table
     rc, out, err = s.cli("status")
@@ -115,12 +121,19 @@ def test_status_json_fields(ops):
     lines = out.rstrip("\n").splitlines()
     assert re.match(r"^cohort %s  master pid %d  up \d+s  127\.0\.0\.1:%d  schedule reuseport" % (
         re.escape(version()), s.pid, s.port), lines[0]), lines[0]
-    assert re.match(r"^id\s+pid\s+state\s+uptime\s+restarts\s+last exit\s+rss\s+conns\s+requests$", lines[1]), lines[1]
-    rows = lines[2:]
+    assert re.match(r"^id\s+pid\s+gen\s+state\s+uptime\s+restarts\s+last exit\s+rss\s+conns\s+requests$",
+                    lines[1]), lines[1]
+    rows = lines[2:lines.index("")]
     assert len(rows) == 2, out
-    assert re.match(r"^0\s+%d\s+ready\s+\d+s\s+1\s+killed by signal 9 \(Killed\)\s+[\d.]+ (MiB|KiB)\s+\d+\s+\d+$"
+    assert re.match(r"^0\s+%d\s+1\s+ready\s+\d+s\s+1\s+killed by signal 9 \(Killed\)\s+[\d.]+ (MiB|KiB)\s+\d+\s+\d+$"
                     % w0["pid"], rows[0]), rows[0]
-    assert re.match(r"^1\s+%d\s+ready\s+\d+s\s+0\s+-\s+[\d.]+ (MiB|KiB)\s+\d+\s+\d+$" % w1["pid"], rows[1]), rows[1]
+    assert re.match(r"^1\s+%d\s+1\s+ready\s+\d+s\s+0\s+-\s+[\d.]+ (MiB|KiB)\s+\d+\s+\d+$" % w1["pid"], rows[1]), rows[1]
+    # every exit on a row of its own: the process that exited, its role
+    tail = lines[lines.index("") + 1:]
+    assert tail[0] == "recent exits (newest first)", out
+    assert re.match(r"^id\s+pid\s+gen\s+role\s+ago\s+exit$", tail[1]), tail[1]
+    assert re.match(r"^0\s+%d\s+1\s+serving\s+\d+s\s+killed by signal 9 \(Killed\)$" % victim, tail[2]), tail[2]
+    assert len(tail) == 3, out
 
 
 def test_status_shows_crash_loop(ops):
@@ -136,11 +149,11 @@ def test_status_shows_crash_loop(ops):
         def looping():
             rc, out, _ = s.cli("status")
             rows = [l for l in out.splitlines() if re.match(r"^1\s", l)]
-            return rows and re.match(r"^1\s+-\s+crash loop, next try in \d+ s\s", rows[0]) and out
+            return rows and re.match(r"^1\s+-\s+1\s+crash loop, next try in \d+ s\s", rows[0]) and out
         out = wait_for(looping, 8, 0.05)
         assert out, "no crash loop row in:\n%s\n%s" % (s.cli("status")[1], s.log()[-2000:])
         lines = out.splitlines()
-        assert len(lines) == 4, out  # title, header, a row per worker
+        assert len(lines[:lines.index("")]) == 4, out  # title, header, a row per worker; then the exits
         j = s.status()
         w1 = [w for w in j["workers"] if w["id"] == 1]
         assert len(w1) == 1 and w1[0]["state"] in ("crash_loop", "starting"), j["workers"]

@@ -164,7 +164,7 @@ def test_crash_during_reload_is_replaced_with_the_new_generation(ops):
     t = threading.Thread(target=lambda: box.update(r=s.cli("reload", timeout=60)))
     t.start()
 
-    m = wait_for(lambda: re.search(r"worker 0 \(pid \d+\) replaced by pid (\d+) \(reload, generation 2\)", s.log()),
+    m = wait_for(lambda: re.search(r"worker 0 \(pid \d+\) replaced by pid (\d+) \(reload\): generation 2", s.log()),
                  15, 0.02)
     assert m, s.log()
     os.kill(int(m.group(1)), signal.SIGKILL)

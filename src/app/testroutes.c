@@ -14,6 +14,7 @@ int testroutes_register(struct router *r, uv_loop_t *loop)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http/server.h"
 
@@ -91,6 +92,9 @@ int testroutes_register(struct router *r, uv_loop_t *loop)
 {
     int rc = 0;
     test_loop = loop;
+    /* a worker that takes this many seconds to start (ready_timeout tests) */
+    if (getenv("COHORT_TEST_HOLD_START"))
+        sleep((unsigned)atoi(getenv("COHORT_TEST_HOLD_START")));
     rc |= router_add(r, HTTP_M(HTTP_GET), "/__test/leak", leak_handle, NULL);
     rc |= router_add(r, HTTP_M(HTTP_GET), "/__test/fail", fail_handle, NULL);
     rc |= router_add(r, HTTP_M(HTTP_GET), "/__test/sleep", sleep_handle, NULL);

@@ -6,6 +6,8 @@
  *   GET /__test/leak?mb=N    allocates and touches N MiB that are never freed
  *   GET /__test/fail         answers 500, as a handler fault would
  *   GET /__test/sleep?ms=N   answers after N ms without blocking the loop
+ * and, with COHORT_TEST_HOLD_START=N in the environment, a worker that
+ * takes N seconds to start (it blocks before it is ready).
  */
 #ifndef COHORT_TESTROUTES_H
 #define COHORT_TESTROUTES_H

@@ -465,7 +465,7 @@ static void start_failed(struct master *m, struct wslot *s, struct wproc *p, con
 
 static const char *exit_role(const struct wslot *s, const struct wproc *p)
 {
-    if (p->state == P_DRAINING && !p->timed_out)
+    if (p->state == P_DRAINING)
         return "draining";
     if (s->repl == p)
         return "replacement";
@@ -487,9 +487,9 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     metrics_retire(m->shm, (uint32_t)p->mslot); /* readers never see a half-done fold */
     unlink_proc(m, p);
     close_proc_handles(p);
-    if (!clean && !(m->stopping && p->state == P_DRAINING))
+    if (!(clean && (p->state == P_DRAINING || m->stopping)))
         record_exit(m, p, exit_role(s, p), how);
-    if ((p->state == P_DRAINING && !p->timed_out) || m->stopping) {
+    if (p->state == P_DRAINING || m->stopping) {
         log_info("worker %d (pid %d) %s%s", s->id, p->pid, p->state == P_DRAINING ? "drained and " : "", how);
         if (s->cur == p)
             s->cur = NULL;
@@ -597,14 +597,13 @@ static void ready_timeout_cb(uv_timer_t *t)
     log_error("worker %d (pid %d) not ready within ready_timeout (%lld ms): killing it", p->slot->id, p->pid,
               (long long)p->m->cfg.ready_timeout_ms);
     p->timed_out = 1;
-    p->state = P_DRAINING; /* nothing is sent to it any more */
     uv_process_kill(&p->proc, SIGKILL);
 }
 
 static void on_worker_ready(struct wproc *p, const char *payload, uint32_t len)
 {
     struct wslot *s = p->slot;
-    if (p->state != P_STARTING)
+    if (p->state != P_STARTING || p->timed_out)
         return;
     p->state = P_READY;
     uv_timer_stop(&p->ready_timer);

@@ -4,6 +4,7 @@ while a slot has no live worker (crash-loop backoff), no client hangs: its
 connection goes to a live worker, or it is refused when none is live, in
 every schedule mode."""
 import os
+import re
 import signal
 import time
 
@@ -151,3 +152,22 @@ def test_reuseport_connections_queued_on_a_dying_slot_go_to_a_live_worker(ops):
             c.close()
         os.rename(away, s.root)
     assert wait_for(lambda: len(s.ready_workers()) == 2, 40, 0.25), s.status()
+
+
+def test_first_start_whose_workers_never_get_ready_exits_at_ready_timeout(ops):
+    """build/cohort-test's workers hold 60 s before they are ready: the
+    master kills them at ready_timeout and exits 1, saying so; nothing
+    listens afterwards."""
+    from opsutil import cohort_test_bin
+    s = ops({"ready_timeout": "1500ms"}, binary=cohort_test_bin(), env={"COHORT_TEST_HOLD_START": "60"},
+            ready=False)
+    s.worker_deaths_ok = True
+    s.expect_exit = None
+    rc = s.wait_exit(15)
+    took = time.monotonic() - s.t_start
+    assert rc == 1, "the master did not exit 1 within 15 s (rc %r)\n%s" % (rc, s.log()[-3000:])
+    assert 1.4 < took < 6, "exited %.1f s after its start (ready_timeout 1.5 s)" % took
+    assert re.search(r"worker \d \(pid \d+\) could not start: killed by signal 9 \(Killed\), not ready within "
+                     r"ready_timeout", s.log()), s.log()
+    with pytest.raises(ConnectionRefusedError):
+        short_get(s.port, "/", timeout=2)

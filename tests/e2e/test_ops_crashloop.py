@@ -17,22 +17,32 @@ SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
 
 
 def test_first_start_that_cannot_start_exits_with_the_workers_error(ops):
-    """The workers run as nobody and cannot reach the static root inside the
-    master's 0700 work directory: the master exits 1 at once, its log says
-    the workers' own reason, and nothing listens on the port afterwards."""
-    s = ops({"user": "nobody", "ready_timeout": "5s"}, ready=False)
-    assert oct(os.stat(s.workdir).st_mode & 0o777) == "0o700"
-    s.worker_deaths_ok = True
-    s.expect_exit = None
-    rc = s.wait_exit(10)
-    took = time.monotonic() - s.t_start
-    assert rc == 1, "the master did not exit 1 within 10 s (rc %r)\n%s" % (rc, s.log()[-3000:])
+    """The workers run as nobody and cannot open their access log inside the
+    master's 0700 work directory (a check-config cannot see that: the file
+    is the workers' to open): the master exits 1 at once, its log gives the
+    workers' own reason, and nothing listens on the port afterwards."""
+    import tempfile
+    pub = tempfile.mkdtemp(prefix="cohort-ops-pub-", dir="/tmp")
+    ops.dirs.append(pub)
+    os.chmod(pub, 0o755)
+    workdir = tempfile.mkdtemp(prefix="cohort-ops-", dir="/tmp")  # mode 0700, root's
+    ops.dirs.append(workdir)
+    log_path = os.path.join(workdir, "access.log")
+    s2 = ops({"user": "nobody", "ready_timeout": "5s", "log": {"access": log_path},
+              "routes": [{"path": "/static/*", "handler": "static", "root": pub}]}, ready=False,
+             workdir=workdir)
+    assert oct(os.stat(s2.workdir).st_mode & 0o777) == "0o700"
+    s2.worker_deaths_ok = True
+    s2.expect_exit = None
+    rc = s2.wait_exit(10)
+    took = time.monotonic() - s2.t_start
+    assert rc == 1, "the master did not exit 1 within 10 s (rc %r)\n%s" % (rc, s2.log()[-3000:])
     assert took < 5, "the start took %.1f s to fail (ready_timeout 5 s)" % took
-    want = "could not start: route /static/*: root %s: Permission denied" % s.root
-    assert want in s.log(), "the master's log does not give the worker's reason (%s):\n%s" % (want, s.log())
+    want = "could not start: log.access: cannot open %s: Permission denied" % log_path
+    assert want in s2.log(), "the master's log does not give the worker's reason (%s):\n%s" % (want, s2.log())
     with pytest.raises(ConnectionRefusedError):
-        short_get(s.port, "/", timeout=2)
-    assert "serving http://" not in s.log()
+        short_get(s2.port, "/", timeout=2)
+    assert "serving http://" not in s2.log()
 
 
 def break_root(s):

@@ -21,7 +21,10 @@
  * is ready. Otherwise the master takes the queued connections (handing
  * them to a serving worker over IPC) and stops listening on it, so the
  * kernel sends new connections to the live workers' sockets or refuses
- * them; a worker that starts listens on its socket again.
+ * them; a worker that starts listens on its socket again. During an
+ * upgrade the two masters' workers share the sockets: neither master stops
+ * one from listening until the upgrade has ended (the new master decides
+ * from its takeover on, the old one again if the upgrade failed).
  */
 #include "proc/master.h"
 
@@ -158,7 +161,6 @@ struct master {
     int admin_fd;           /* admin listener (admin.port) for /metrics, /stats, /status; -1: none */
     uv_timer_t kill_timer;
     uv_tcp_t *acceptor;     /* round_robin / least_loaded, while a worker is ready */
-    char listening[CFG_MAX_WORKERS]; /* per listen_fds[i]: listening now */
     int gen;                /* the generation in force */
     const char *gen_exe;    /* the binary its workers start from */
     struct exit_rec exits[MAX_EXITS];
@@ -178,6 +180,10 @@ struct master {
     struct upgrade *up;     /* a new master on its way; NULL: none */
     struct ctl_client *up_waiters;
     int handed_over;        /* a new master took over: its socket and pid file now */
+    /* Another master owns the listening sockets' state and the acceptor: a
+     * new master until it takes over, an old one from "go" until the
+     * upgrade ends. listeners_update() leaves them alone meanwhile. */
+    int standby;
     /* ...and the new master's */
     struct upgrade_fds inh;
     int inherited;
@@ -263,7 +269,6 @@ static int bind_listeners(struct master *m, int want, char *err, size_t errlen)
         if (fd < 0)
             return fd;
         m->listen_fds[m->nlisten] = fd;
-        m->listening[m->nlisten] = 1;
     }
     return 0;
 }
@@ -456,9 +461,12 @@ static void read_last_words(struct wproc *p)
  * The master stops what runs and exits 1 with the worker's own reason. */
 static void start_failed(struct master *m, struct wslot *s, struct wproc *p, const char *how)
 {
-    log_error("worker %d (pid %d) could not start: %s%s%s%s; exiting", s->id, p->pid,
-              p->error[0] ? p->error : how, p->error[0] ? " (" : "", p->error[0] ? how : "",
-              p->error[0] ? ")" : "");
+    char why[500];
+    snprintf(why, sizeof(why), "worker %d (pid %d) could not start: %s%s%s%s", s->id, p->pid,
+             p->error[0] ? p->error : how, p->error[0] ? " (" : "", p->error[0] ? how : "",
+             p->error[0] ? ")" : "");
+    log_error("%s; exiting", why);
+    upgrade_child_fail(m->upc, why); /* a new master: the old one goes on serving */
     m->exit_code = 1;
     begin_stop(m, "the first start failed");
 }
@@ -1128,7 +1136,6 @@ static void stop_listening(struct master *m, int i)
 {
     int fd = m->listen_fds[i], cfd, n = 0;
     struct sockaddr sa = {.sa_family = AF_UNSPEC};
-    m->listening[i] = 0;
     while (n < 65536 && (cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
         struct handoff *h = handoff_new(m);
         n++;
@@ -1156,11 +1163,30 @@ static int slot_live(const struct wslot *s)
     return proc_live(s->cur) || proc_live(s->repl);
 }
 
-/* Makes the listening sockets follow the workers (see the top of the file). */
+/* Whether the socket listens now: the kernel's word, since other
+ * processes (workers, the other master during an upgrade) listen on it too. */
+static int socket_listens(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof(on);
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
+}
+
+/* Socket i is left to no worker: it stops listening, unless another
+ * master's workers may use it (an upgrade under way: their listening state
+ * is worked out again when it ends). */
+static void unlisten_idle(struct master *m, int i)
+{
+    if (!m->up && !m->handed_over && socket_listens(m->listen_fds[i]))
+        stop_listening(m, i);
+}
+
+/* Makes the listening sockets follow the workers (see the top of the file).
+ * Only the master in charge does: not one on standby (see struct master). */
 static void listeners_update(struct master *m)
 {
     int live = 0, ready = 0;
-    if (m->stopping || !m->spawned)
+    if (m->stopping || !m->spawned || m->standby)
         return;
     for (int i = 0; i < m->nslots; i++) {
         live |= slot_live(&m->slots[i]);
@@ -1168,11 +1194,8 @@ static void listeners_update(struct master *m)
     }
     if (m->cfg.schedule == CFG_SCHED_REUSEPORT && m->nlisten > 1) {
         for (int i = 0; i < m->nlisten; i++) {
-            int want = i < m->nslots && slot_live(&m->slots[i]);
-            if (!want && m->listening[i])
-                stop_listening(m, i);
-            else if (want)
-                m->listening[i] = 1; /* its worker listens on it as it starts */
+            if (!(i < m->nslots && slot_live(&m->slots[i])))
+                unlisten_idle(m, i); /* a live worker listens on it as it starts */
         }
         return;
     }
@@ -1181,10 +1204,8 @@ static void listeners_update(struct master *m)
             acceptor_stop(m);
         live = ready;
     }
-    if (!live && m->listening[0])
-        stop_listening(m, 0);
-    else if (live)
-        m->listening[0] = 1;
+    if (!live)
+        unlisten_idle(m, 0);
     if (ready && master_routes_connections(&m->cfg) && !m->acceptor)
         acceptor_start(m);
 }
@@ -1443,6 +1464,8 @@ static void kill_timer_cb(uv_timer_t *t)
 static void begin_stop(struct master *m, const char *why)
 {
     m->stopping = 1;
+    uv_timer_stop(&m->up_timer);
+    upgrade_child_fail(m->upc, why); /* a new master that has not taken over: no-op if it said why */
     checker_stop(m->chk);
     hc_close(m->hc);
     m->hc = NULL;
@@ -1536,6 +1559,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 static void upgrade_pause(void *arg)
 {
     struct master *m = arg;
+    m->standby = 1; /* the new master accepts from now on */
     acceptor_stop(m);
     uv_close((uv_handle_t *)&m->ctl, NULL);
 }
@@ -1543,6 +1567,7 @@ static void upgrade_pause(void *arg)
 static void upgrade_resume(void *arg, int ctl_fd)
 {
     struct master *m = arg;
+    m->standby = 0;
     if (m->stopping) {
         close(ctl_fd);
         return;
@@ -1564,6 +1589,7 @@ static void upgrade_finish(void *arg, int ok, const char *text, int pid)
     if (!ok) {
         upgrade_free(m->up);
         m->up = NULL;
+        listeners_update(m); /* what the upgrade held back: sockets no worker of this master takes */
         return;
     }
     m->handed_over = 1;
@@ -1619,7 +1645,10 @@ static void take_over(struct master *m, const char *how)
     m->inh.control = -1;
     m->ctl_open = 1;
     write_pid_file(m);
-    listeners_update(m); /* accepts once a worker is ready */
+    /* the old master has stopped accepting: this one accepts (once a worker
+     * is ready) and makes the sockets follow its own workers from now on */
+    m->standby = 0;
+    listeners_update(m);
     snprintf(state, sizeof(state), "MAINPID=%d", (int)getpid());
     notify_send(state);
     log_info("took over from the old master (%s)", how);
@@ -1666,6 +1695,7 @@ static void upgrade_init_child(struct master *m)
     if (r < 0)
         log_error("%s is malformed; starting as a new master", UPGRADE_ENV);
     m->inherited = r > 0;
+    m->standby = m->inherited; /* until it takes over */
     if (m->inherited && !(m->upc = upgrade_child_new(m->loop, m->inh.channel, on_upgrade_child, m)))
         log_error("upgrade: cannot listen to the old master");
 }
@@ -1806,7 +1836,7 @@ int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe)
             spawn(&m.slots[i], 0, 0);
         m.spawned = 1;
         listeners_update(&m);
-        if (m.inherited)
+        if (m.inherited && !m.stopping)
             uv_timer_start(&m.up_timer, upgrade_ready_timeout, (uint64_t)m.cfg.ready_timeout_ms, 0);
         uv_run(m.loop, UV_RUN_DEFAULT);
         r = m.exit_code;

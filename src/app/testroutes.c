@@ -9,6 +9,10 @@ int testroutes_register(struct router *r, uv_loop_t *loop)
     return 0;
 }
 
+void testroutes_hold_ready(void)
+{
+}
+
 #else
 
 #include <stdio.h>
@@ -99,6 +103,21 @@ int testroutes_register(struct router *r, uv_loop_t *loop)
     rc |= router_add(r, HTTP_M(HTTP_GET), "/__test/fail", fail_handle, NULL);
     rc |= router_add(r, HTTP_M(HTTP_GET), "/__test/sleep", sleep_handle, NULL);
     return rc;
+}
+
+void testroutes_hold_ready(void)
+{
+    const char *path = getenv("COHORT_TEST_HOLD_READY_FILE");
+    char mark[512];
+    if (!path || access(path, F_OK) != 0)
+        return;
+    /* PATH.PID says to the test that this worker listens and holds */
+    snprintf(mark, sizeof(mark), "%s.%d", path, (int)getpid());
+    FILE *f = fopen(mark, "w");
+    if (f)
+        fclose(f);
+    for (int i = 0; i < 3000 && access(path, F_OK) == 0; i++)
+        usleep(20000);
 }
 
 #endif

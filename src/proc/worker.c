@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "app/app.h"
+#include "app/testroutes.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -388,6 +389,7 @@ int worker_main(int id, int slot)
     w.last_memory_check = uv_now(w.loop);
     uv_timer_start(&w.check_timer, check_limits, 1000, 1000);
     uv_unref((uv_handle_t *)&w.check_timer);
+    testroutes_hold_ready(); /* test build only */
     ipc_send((uv_stream_t *)&w.ipc, IPC_READY, (uint16_t)id, COHORT_VERSION, (uint32_t)strlen(COHORT_VERSION));
     uv_run(w.loop, UV_RUN_DEFAULT);
     uv_run(w.loop, UV_RUN_DEFAULT); /* close callbacks */

@@ -431,3 +431,99 @@ def test_upgrade_hands_health_checks_to_the_new_masters_checker(ops, adopted):
         assert r.status == 200, r
     finally:
         b.close()
+
+
+def listening_sockets(port):
+    """How many TCP sockets listen on 127.0.0.1:port (a reuseport group
+    counts each of its sockets)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == "0100007F:%04X" % port and fields[3] == "0A":
+                n += 1
+    return n
+
+
+def new_master_of(old, old_workers):
+    kids = [k for k in children_of(old) if k not in old_workers and cmdline(k)[1:2] == [b"serve"]]
+    return kids[0] if len(kids) == 1 else None
+
+
+@pytest.mark.parametrize("schedule,workers", [("reuseport", 2), ("shared", 1)])
+def test_crash_loops_around_an_upgrade_leave_the_new_masters_sockets_listening(ops, adopted, schedule, workers):
+    """The new master's workers listen on the sockets they share with the
+    old master's and hold their READY; meanwhile the old master's worker of
+    the last slot dies and cannot start again (its generation's static root
+    is gone). The old master must not stop the shared socket from listening
+    while the upgrade is under way: after the takeover every socket of the
+    new master listens and it answers every connection. Then a slot of the
+    new master crash-loops: the new master, not the old one, now makes the
+    sockets follow its workers (a live worker answers, or the connection is
+    refused; none hangs)."""
+    from opsutil import cohort_test_bin
+    hold = os.path.join(tempfile.mkdtemp(prefix="cohort-hold-", dir="/tmp"), "hold")
+    ops.dirs.append(os.path.dirname(hold))
+    s = ops({"schedule": schedule, "min_uptime": "1s"}, workers=workers, binary=cohort_test_bin(),
+            env={"COHORT_TEST_HOLD_READY_FILE": hold})
+    s.worker_deaths_ok = True
+    old, old_workers = s.proc.pid, s.ready_pids()
+    assert listening_sockets(s.port) == workers
+    cfg = json.loads(json.dumps(s.config))
+    root2 = os.path.join(s.workdir, "root2")
+    os.makedirs(root2)
+    cfg["routes"][0]["root"] = root2  # the new master's generation serves from root2
+    s.write_config(cfg)
+    open(hold, "w").close()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=upgrade(s, adopted)))
+    t.start()
+    try:
+        def holding():
+            new = new_master_of(old, old_workers)
+            kids = worker_children(new) if new else []
+            return len(kids) == workers and all(os.path.exists("%s.%d" % (hold, k)) for k in kids)
+        assert wait_for(holding, 30, 0.02), "the new master's workers never held READY:\n%s" % s.log()[-3000:]
+        # the old master's last slot dies and cannot start again
+        os.rename(s.root, s.root + ".away")
+        victim = s.ready_workers()[workers - 1]["pid"]
+        os.kill(victim, signal.SIGKILL)
+
+        def looping():
+            return any(w["id"] == workers - 1 and w["state"] == "crash_loop" for w in s.status()["workers"])
+        assert wait_for(looping, 20, 0.05), s.status()
+    finally:
+        os.unlink(hold)
+        t.join(90)
+    rc, ans, err = result["r"]
+    assert rc == 0 and ans["ok"] is True, (rc, ans, err)
+    new = ans["pid"]
+    assert wait_for(lambda: not pid_alive(old), 20, 0.05), s.log()[-3000:]
+    assert listening_sockets(s.port) == workers, \
+        "after the upgrade %d of the new master's %d socket(s) listen:\n%s" % (
+            listening_sockets(s.port), workers, s.log()[-3000:])
+    for _ in range(40):
+        r = short_get(s.port, "/", timeout=3)
+        assert r.status == 200, r
+    if schedule == "reuseport":
+        per_worker = [w["requests"] for w in s.status()["workers"]]
+        assert all(n > 0 for n in per_worker), "a new worker's socket took no connection: %s" % per_worker
+
+    # the new master's own slot crash-loops (min_uptime 1 s: its kill is a crash)
+    time.sleep(1.1)
+    os.rename(root2, root2 + ".away")
+    victim = s.ready_workers()[workers - 1]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: any(w["id"] == workers - 1 and w["state"] == "crash_loop" and w.get("next_try_s", 0)
+                                >= 0.5 for w in s.status()["workers"]), 20, 0.02), s.status()
+    for _ in range(20):
+        t0 = time.monotonic()
+        try:
+            out = short_get(s.port, "/", timeout=3).status
+        except ConnectionRefusedError:
+            out = "refused"
+        took = time.monotonic() - t0
+        assert out == (200 if workers > 1 else "refused") and took < 2, (out, took, s.log()[-2000:])
+    os.rename(root2 + ".away", root2)
+    assert wait_for(lambda: len(s.ready_workers()) == workers, 40, 0.25), s.status()
+    assert s.status()["master"]["pid"] == new

@@ -370,8 +370,11 @@ static uint64_t stall_until(struct probe *p, int (*failed)(struct probe *), uint
 
 Test(redis, deadlines_hold_after_thousands_of_waits_and_on_a_new_connection)
 {
-    /* no replica: WAIT 0 is answered at once, each well before its timeout */
-    const int64_t cmd_ms = 300, wait_ms = 200;
+    /* no replica: WAIT 0 is answered at once, each well before its timeout;
+     * a command timeout of 1 s, so that a loaded machine's pause during the
+     * thousands of adds does not fail them (with the deadline pushed by every
+     * WAIT, 3000 WAITs would hold the stalled add 25 minutes) */
+    const int64_t cmd_ms = 1000, wait_ms = 500;
     const uint64_t limit = (uint64_t)(cmd_ms + wait_ms) + 100 /* a tick */ + 400 /* a loaded machine */;
     uv_loop_t loop;
     struct probe p = {0};

@@ -265,6 +265,19 @@ static int apply_overrides(struct ctx *x, const char *const *ov, struct cfg *c)
     return rc;
 }
 
+/* Keys that must agree with each other, once every source is in. */
+static int check_redis(const struct ctx *x, const struct cfg *c)
+{
+    char a[32], b[32];
+    if (c->redis.wait_replicas > 0 && c->redis.wait_timeout_ms >= c->redis.command_timeout_ms)
+        return cfg_report(x, "redis.wait_timeout", false,
+                      "%s is not shorter than redis.command_timeout (%s): a WAIT that long would count as an "
+                      "outage (shorten it, or lengthen redis.command_timeout)",
+                      cfg_fmt_duration(c->redis.wait_timeout_ms, a, sizeof a),
+                      cfg_fmt_duration(c->redis.command_timeout_ms, b, sizeof b));
+    return 0;
+}
+
 /* --- loading ---------------------------------------------------------- */
 
 static int available_cpus(void)
@@ -330,7 +343,7 @@ int cfg_load(const struct cfg_sources *src, struct cfg *out, char *err, size_t e
     if (!rc)
         rc = cfg_check_routes(&x, &c, false);
     if (!rc)
-        rc = cfg_check_redis(&x, &c);
+        rc = check_redis(&x, &c);
     if (!rc && src->check_fs)
         rc = cfg_check_routes(&x, &c, true);
     json_decref(tree);
@@ -380,7 +393,7 @@ int cfg_from_json(const char *text, struct cfg *out, char *err, size_t errlen)
     if (!rc)
         rc = cfg_check_routes(&x, &c, false);
     if (!rc)
-        rc = cfg_check_redis(&x, &c);
+        rc = check_redis(&x, &c);
     json_decref(tree);
     cfg_ctx_free(&x);
     if (rc) {

@@ -93,7 +93,6 @@ const struct note *cfg_find_note(const struct ctx *x, const char *path);
 void cfg_free_notes(struct ctx *x);
 int cfg_set_key(struct ctx *x, const struct cfg_key *k, const char *path, json_t *v, void *base);
 json_t *cfg_addrs_value(const char *s);
-int cfg_check_redis(const struct ctx *x, const struct cfg *c);
 
 /* config_scan.c: positions, messages, files */
 const char *cfg_show(const json_t *v, char *buf);

@@ -40,7 +40,6 @@ char *cfg_join(const char *prefix, const char *name)
     return p;
 }
 
-
 /* A route key of handler h on a route of another handler; or none of it on
  * a route of h. */
 static int check_owned_key(const struct ctx *x, const char *path, const struct cfg_route *r,
@@ -251,7 +250,6 @@ void cfg_free_upstreams(struct cfg_upstream *g, size_t n)
     }
     free(g);
 }
-
 
 static int elem_defaults(struct ctx *x, const char *prefix, void *base)
 {

@@ -304,7 +304,6 @@ static int scan_positions(const char *buf, size_t len, struct origin *o)
 
 /* --- reading files ---------------------------------------------------- */
 
-
 void cfg_ctx_free(struct ctx *x)
 {
     cfg_free_notes(x);

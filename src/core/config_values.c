@@ -354,7 +354,6 @@ int cfg_parse_size(const char *s, int64_t *bytes)
 #define DURATION_HINT "a duration (use seconds or \"250ms\", \"10s\", \"2m\", \"1h\")"
 #define SIZE_HINT "a size (use bytes or \"100B\", \"16K\", \"1M\", \"1G\")"
 
-
 static int store_str(const struct ctx *x, const struct cfg_key *k, void *base, const char *s)
 {
     char **f = cfg_str_field(k, base), *copy = strdup(s);
@@ -710,17 +709,4 @@ json_t *cfg_addrs_value(const char *s)
         s = *end ? end + 1 : end;
     }
     return a;
-}
-
-/* Keys that must agree with each other, once every source is in. */
-int cfg_check_redis(const struct ctx *x, const struct cfg *c)
-{
-    char a[32], b[32];
-    if (c->redis.wait_replicas > 0 && c->redis.wait_timeout_ms >= c->redis.command_timeout_ms)
-        return cfg_report(x, "redis.wait_timeout", false,
-                      "%s is not shorter than redis.command_timeout (%s): a WAIT that long would count as an "
-                      "outage (shorten it, or lengthen redis.command_timeout)",
-                      cfg_fmt_duration(c->redis.wait_timeout_ms, a, sizeof a),
-                      cfg_fmt_duration(c->redis.command_timeout_ms, b, sizeof b));
-    return 0;
 }

@@ -114,9 +114,11 @@ static const struct cfg_key *find_key(const char *path)
 static bool is_section(const char *path)
 {
     size_t n = strlen(path);
-    for (size_t i = 0; i < cfg_key_count(); i++)
-        if (cfg_is_top_key(cfg_key_at(i)) && strncmp(cfg_key_at(i)->name, path, n) == 0 && cfg_key_at(i)->name[n] == '.')
+    for (size_t i = 0; i < cfg_key_count(); i++) {
+        const struct cfg_key *k = cfg_key_at(i);
+        if (cfg_is_top_key(k) && strncmp(k->name, path, n) == 0 && k->name[n] == '.')
             return true;
+    }
     return false;
 }
 
@@ -216,12 +218,13 @@ static int apply_environ(struct ctx *x, struct cfg *c)
     int rc = 0;
 
     for (size_t i = 0; i < cfg_key_count() && !rc; i++) {
-        const char *s = cfg_key_at(i)->env ? getenv(cfg_key_at(i)->env) : NULL;
+        const struct cfg_key *k = cfg_key_at(i);
+        const char *s = k->env ? getenv(k->env) : NULL;
         if (!s || !*s)
             continue;
-        snprintf(label, sizeof label, "environment %s", cfg_key_at(i)->env);
+        snprintf(label, sizeof label, "environment %s", k->env);
         x->label = label;
-        rc = set_text(x, cfg_key_at(i), s, c);
+        rc = set_text(x, k, s, c);
     }
     x->label = NULL;
     return rc;
@@ -232,10 +235,11 @@ static int section_given(const struct ctx *x, const char *name)
     char list[256] = "";
     size_t used = 0, n = strlen(name);
 
-    for (size_t i = 0; i < cfg_key_count() && used < sizeof list; i++)
-        if (cfg_is_top_key(cfg_key_at(i)) && strncmp(cfg_key_at(i)->name, name, n) == 0 && cfg_key_at(i)->name[n] == '.')
-            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "",
-                                     cfg_key_at(i)->name);
+    for (size_t i = 0; i < cfg_key_count() && used < sizeof list; i++) {
+        const struct cfg_key *k = cfg_key_at(i);
+        if (cfg_is_top_key(k) && strncmp(k->name, name, n) == 0 && k->name[n] == '.')
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", k->name);
+    }
     return cfg_report(x, name, false, "a section, not a key; set one of %s", list);
 }
 

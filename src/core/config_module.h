@@ -73,16 +73,17 @@ struct cfg_handler {
     const char *name;
     const char *key;  /* NULL: none */
     const char *does;
-    /* Once every source is in: NULL, or why route r cannot stand (it names
-     * r's key `key`; buf may hold the text). */
+    /* Both checks are made for a handler with a `key` only, and name it:
+     * NULL, or why the value of r's `key` cannot stand ("names no upstream
+     * group"; buf may hold the text). Once every source is in: */
     const char *(*check)(const struct cfg *c, const struct cfg_route *r, char *buf, size_t len);
     /* For serve and check-config only (cfg_sources.check_fs): the same for
      * what the file system must hold. */
     const char *(*check_fs)(const struct cfg *c, const struct cfg_route *r, char *buf, size_t len);
 };
 
-/* 0, -EEXIST for a name already taken, -ENOSPC when full, -EINVAL for a
- * key that is not a route key of type string. */
+/* 0, -EEXIST for a name already taken, -ENOSPC when full, -EINVAL for no
+ * name or a `key` that is not a registered, optional string route key. */
 int cfg_handler_register(const struct cfg_handler *h);
 
 /* The registered handler of that name, or NULL. */

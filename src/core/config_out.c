@@ -83,9 +83,10 @@ static json_t *route_value(const struct cfg_route *r)
     json_t *o = json_object();
 
     for (size_t i = 0; o && i < cfg_key_count(); i++) {
-        if (!cfg_is_route_key(cfg_key_at(i)) || (cfg_key_at(i)->store == CFG_S_I64 && cfg_load_num(cfg_key_at(i), r) == 0))
+        const struct cfg_key *k = cfg_key_at(i);
+        if (!cfg_is_route_key(k) || (k->store == CFG_S_I64 && cfg_load_num(k, r) == 0))
             continue;
-        if (put_key(o, cfg_key_at(i), cfg_key_at(i)->name + strlen(ROUTE_PREFIX), r)) {
+        if (put_key(o, k, k->name + strlen(ROUTE_PREFIX), r)) {
             json_decref(o);
             return NULL;
         }
@@ -111,7 +112,8 @@ static json_t *elem_value(const char *prefix, const void *base)
 {
     json_t *o = json_object();
     for (size_t i = 0; o && i < cfg_key_count(); i++) {
-        if (cfg_in_elem(cfg_key_at(i), prefix) && put_key(o, cfg_key_at(i), cfg_key_at(i)->name + strlen(prefix), base)) {
+        const struct cfg_key *k = cfg_key_at(i);
+        if (cfg_in_elem(k, prefix) && put_key(o, k, k->name + strlen(prefix), base)) {
             json_decref(o);
             return NULL;
         }

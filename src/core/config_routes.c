@@ -26,9 +26,11 @@ void cfg_free_routes(struct cfg_route *r, size_t n)
 
 static const struct cfg_key *find_route_key(const char *name)
 {
-    for (size_t i = 0; i < cfg_key_count(); i++)
-        if (cfg_is_route_key(cfg_key_at(i)) && strcmp(cfg_key_at(i)->name + strlen(ROUTE_PREFIX), name) == 0)
-            return cfg_key_at(i);
+    for (size_t i = 0; i < cfg_key_count(); i++) {
+        const struct cfg_key *k = cfg_key_at(i);
+        if (cfg_is_route_key(k) && strcmp(k->name + strlen(ROUTE_PREFIX), name) == 0)
+            return k;
+    }
     return NULL;
 }
 
@@ -62,9 +64,11 @@ static int check_owned_key(const struct ctx *x, const char *path, const struct c
 /* Required keys, and the keys that belong to one handler. */
 static int check_route(const struct ctx *x, const char *path, const struct cfg_route *r)
 {
-    for (size_t i = 0; i < cfg_key_count(); i++)
-        if (cfg_is_route_key(cfg_key_at(i)) && (cfg_key_at(i)->flags & CFG_REQUIRED) && !*cfg_str_field(cfg_key_at(i), r))
-            return cfg_report(x, path, false, "%s is required", cfg_key_at(i)->name + strlen(ROUTE_PREFIX));
+    for (size_t i = 0; i < cfg_key_count(); i++) {
+        const struct cfg_key *k = cfg_key_at(i);
+        if (cfg_is_route_key(k) && (k->flags & CFG_REQUIRED) && !*cfg_str_field(k, r))
+            return cfg_report(x, path, false, "%s is required", k->name + strlen(ROUTE_PREFIX));
+    }
     for (size_t i = 0; i < cfg_handler_count(); i++) {
         const struct cfg_handler *h = cfg_handler_at(i);
         int rc = h->key ? check_owned_key(x, path, r, h) : 0;
@@ -194,9 +198,11 @@ static const struct cfg_key *find_elem_key(const char *prefix, const char *rel)
 static bool is_elem_section(const char *prefix, const char *rel)
 {
     size_t n = strlen(rel), pl = strlen(prefix);
-    for (size_t i = 0; i < cfg_key_count(); i++)
-        if (cfg_in_elem(cfg_key_at(i), prefix) && strncmp(cfg_key_at(i)->name + pl, rel, n) == 0 && cfg_key_at(i)->name[pl + n] == '.')
+    for (size_t i = 0; i < cfg_key_count(); i++) {
+        const struct cfg_key *k = cfg_key_at(i);
+        if (cfg_in_elem(k, prefix) && strncmp(k->name + pl, rel, n) == 0 && k->name[pl + n] == '.')
             return true;
+    }
     return false;
 }
 
@@ -257,11 +263,12 @@ static int elem_defaults(struct ctx *x, const char *prefix, void *base)
     int rc = 0;
     x->label = "built-in default";
     for (size_t i = 0; i < cfg_key_count() && !rc; i++) {
-        if (!cfg_in_elem(cfg_key_at(i), prefix) || !cfg_key_at(i)->def)
+        const struct cfg_key *k = cfg_key_at(i);
+        if (!cfg_in_elem(k, prefix) || !k->def)
             continue;
-        json_t *v = cfg_text_value(x, cfg_key_at(i), cfg_key_at(i)->def, &rc);
+        json_t *v = cfg_text_value(x, k, k->def, &rc);
         if (!rc)
-            rc = cfg_set_key(x, cfg_key_at(i), cfg_key_at(i)->name, v, base);
+            rc = cfg_set_key(x, k, k->name, v, base);
         json_decref(v);
     }
     x->label = label;

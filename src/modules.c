@@ -11,10 +11,10 @@
 #include <stddef.h>
 
 static int (*const registrations[])(void) = {
-    static_cfg_register, /* routes[].root, "static" */
-    app_cfg_register,    /* "hello", "health" */
-    shop_cfg_register,   /* the shop's endpoints */
-    proxy_cfg_register,  /* routes[].upstream, "proxy" */
+    static_cfg_register,   /* routes[].root, "static" */
+    app_cfg_register,      /* "hello", "health" */
+    app_cfg_register_shop, /* the shop's endpoints */
+    proxy_cfg_register,    /* routes[].upstream, "proxy" */
 };
 
 int modules_register(void)

@@ -28,7 +28,7 @@ int app_cfg_register(void)
     return add_all(app_handlers, sizeof app_handlers / sizeof app_handlers[0]);
 }
 
-int shop_cfg_register(void)
+int app_cfg_register_shop(void)
 {
     return add_all(shop_handlers, sizeof shop_handlers / sizeof shop_handlers[0]);
 }

@@ -9,6 +9,6 @@
 int app_cfg_register(void);
 
 /* Registers the shop's handlers; 0 or -errno. */
-int shop_cfg_register(void);
+int app_cfg_register_shop(void);
 
 #endif

@@ -97,10 +97,13 @@ build/fuzz/%: fuzz/fuzz_%.c src/http/parser.c src/http/parser.h
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_$*.c src/http/parser.c
 
-# The config loader's target links the loader and jansson instead.
-build/fuzz/config: fuzz/fuzz_config.c src/core/config.c src/core/config.h
+# The config loader's target links the loader (core/config*.c), the modules'
+# config files it registers and jansson instead.
+FUZZ_CONFIG_SRC := $(wildcard src/core/config*.c) src/core/resolve.c src/modules.c \
+                   $(wildcard src/*/*_cfg.c)
+build/fuzz/config: fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) $(wildcard src/core/*.h src/*/*_cfg.h src/modules.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_config.c src/core/config.c -ljansson -lm
+	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) -ljansson -lm
 
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 

@@ -9,8 +9,19 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "modules.h"
 
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The handlers and their keys, as main registers them. */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc, (void)argv;
+    if (modules_register() < 0)
+        __builtin_trap();
+    return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

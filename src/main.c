@@ -13,6 +13,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "modules.h"
 #include "proc/checker.h"
 #include "proc/control.h"
 #include "proc/master.h"
@@ -432,6 +433,11 @@ int main(int argc, char **argv)
     if (argc < 2)
         return bad_usage("%s", "a command is needed", usage_main, "");
     upgrade_keep_argv(argc, argv); /* before getopt reorders it */
+    int rc = modules_register(); /* before any config is loaded: every command loads one */
+    if (rc < 0) {
+        fprintf(stderr, "cohort: registering the modules: %s\n", strerror(-rc));
+        return 70; /* EX_SOFTWARE */
+    }
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage_main, stdout);

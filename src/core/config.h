@@ -22,6 +22,9 @@
  * An unknown key suggests the nearest known one. A loader error is returned
  * as -EINVAL with the message in the caller's buffer; main exits 78.
  *
+ * Modules add keys and route handlers (core/config_module.h) before any
+ * config is loaded; routes[].handler takes the registered names only.
+ *
  * Ownership: cfg_load() fills a struct cfg that owns all its strings and its
  * routes; cfg_free() releases them. Nothing in it points into a file buffer.
  */
@@ -41,10 +44,10 @@ enum cfg_schedule { CFG_SCHED_REUSEPORT, CFG_SCHED_SHARED, CFG_SCHED_ROUND_ROBIN
 /* A route declared in the config file ("routes": [ ... ]). */
 struct cfg_route {
     char *path;    /* "/health", "/api/products/:id", or a prefix ending in a star */
-    char *handler; /* "static", "hello", "health", "proxy", a shop handler */
-    char *root;    /* static: the folder served; NULL otherwise */
+    char *handler; /* a registered handler's name (core/config_module.h) */
+    char *root;    /* routes[].root (http/static_cfg.c): the folder served; NULL if unset */
     int64_t cache_ttl_ms; /* cache.ttl: response cache lifetime; 0 = not cached */
-    char *upstream; /* proxy: the upstream group's name; NULL otherwise */
+    char *upstream; /* routes[].upstream (proxy/proxy_cfg.c): a group's name; NULL if unset */
 };
 
 /* Load balancing (src/proxy/upstream.h): "algorithm" of an upstream group. */
@@ -179,8 +182,8 @@ struct cfg_sources {
     const char *const *overrides; /* "key=value" strings from flags, NULL-ended */
     int use_environ;        /* read PORT, HOST, WORKERS from the environment */
     int no_files;           /* read no file at all (cohort balance without -c) */
-    int check_fs;           /* static roots must be folders the workers can read (serve,
-                               check-config; not status or stop, which must work while one is gone) */
+    int check_fs;           /* run the handlers' file-system checks (serve, check-config; not
+                               status or stop, which must work while a folder is gone) */
 };
 
 /*

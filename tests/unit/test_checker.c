@@ -17,6 +17,13 @@
 #include "proc/checker.h"
 #include "proxy/health.h"
 #include "proxy/upstream.h"
+#include "modules.h"
+
+/* Route handlers and their keys, registered as main registers them. */
+__attribute__((constructor)) static void register_modules(void)
+{
+    modules_register();
+}
 
 static uv_loop_t loop;
 static struct up_state_msg msgs[16];

@@ -14,6 +14,13 @@
 #include <sys/stat.h>
 
 #include "core/config.h"
+#include "modules.h"
+
+/* Route handlers and their keys, registered as main registers them. */
+__attribute__((constructor)) static void register_modules(void)
+{
+    modules_register();
+}
 
 static char dir[64];
 static char err[512];

@@ -28,7 +28,7 @@
 
 #include "app/shop_input.h"
 #include "cache/cache.h"
-#include "cache/redis.h"
+#include "redis/redis.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "http/server.h"
@@ -61,7 +61,7 @@ struct shop {
     struct metrics_slot *slot;
     struct db *db;
     struct cache *cache;
-    struct cache_redis *redis;   /* carts and counters; NULL: SQLite */
+    struct redis *redis;   /* carts and counters; NULL: SQLite */
     struct wrapped *wrapped;
     size_t nwrapped;
     uv_timer_t flush;            /* counters; then the deferred close */
@@ -286,7 +286,7 @@ static void incr_done(void *arg, redisReply *reply)
 static void flush_redis(struct shop *s)
 {
     char name[320], n[24];
-    for (size_t i = 0; i < s->nwrapped && cache_redis_up(s->redis); i++) {
+    for (size_t i = 0; i < s->nwrapped && redis_up(s->redis); i++) {
         struct wrapped *w = &s->wrapped[i];
         for (int m = 1; m < HTTP_METHOD_COUNT; m++) {
             struct incr *c = w->counts[m] ? malloc(sizeof(*c)) : NULL;
@@ -296,7 +296,7 @@ static void flush_redis(struct shop *s)
             counter_name(w, m, name, sizeof name);
             snprintf(n, sizeof n, "%llu", (unsigned long long)c->n);
             const char *argv[] = {"INCRBY", name, n};
-            if (cache_redis_command(s->redis, incr_done, c, 3, argv, NULL) < 0) {
+            if (redis_command(s->redis, incr_done, c, 3, argv, NULL) < 0) {
                 free(c);
                 return;
             }
@@ -414,7 +414,7 @@ static void takeover_done(void *arg, int status)
             snprintf(c->name, sizeof c->name, "%s", e->name);
             snprintf(n, sizeof n, "%llu", (unsigned long long)e->n);
             const char *argv[] = {"INCRBY", c->name, n};
-            if (cache_redis_command(s->redis, incr_done, c, 3, argv, NULL) == 0) {
+            if (redis_command(s->redis, incr_done, c, 3, argv, NULL) == 0) {
                 s->busy++;
                 continue;
             }
@@ -435,7 +435,7 @@ static void on_flush(uv_timer_t *t)
         return;
     }
     flush_redis(s);
-    if (s->takeover == 0 && s->stop == RUNNING && cache_redis_up(s->redis)) {
+    if (s->takeover == 0 && s->stop == RUNNING && redis_up(s->redis)) {
         struct req *q = req_new(s, NULL, R_TAKEOVER);
         if (q && db_submit(s->db, s->loop, takeover_work, takeover_done, q) == 0)
             s->takeover = 1;
@@ -754,9 +754,9 @@ static void lookup(struct req *q)
     const char *val;
     size_t len;
     int rc = cache_get(q->s->cache, q->key, strlen(q->key), ttl_of(q), &q->t, &val, &len, looked_up, q);
-    if (rc == 1)
+    if (rc == 0)
         found(q, val, len);
-    else if (rc < 0)
+    else if (rc != -EINPROGRESS)
         read_source(q);
 }
 
@@ -768,7 +768,7 @@ static void cached_read(struct shop *s, struct http_exchange *x, enum req_kind k
     const char *val;
     size_t len;
     if (cache_get(s->cache, key, strlen(key), kind == R_LIST ? LIST_TTL_MS : PRODUCT_TTL_MS, &t, &val, &len, NULL,
-                  NULL) == 1) {
+                  NULL) == 0) {
         reply(x, 200, val, len);
         return;
     }
@@ -853,7 +853,7 @@ static void update_done(struct req *q)
     snprintf(key, sizeof key, "product:%lld", (long long)q->id);
     const char *keys[] = {key}, *idx[] = {LISTS_INDEX};
     int rc = cache_invalidate(q->s->cache, keys, 1, idx, 1, invalidated, q);
-    if (rc != 1)
+    if (rc != -EINPROGRESS)
         invalidated(q, rc);
 }
 
@@ -878,7 +878,7 @@ static void update_handle(struct http_exchange *x)
         req_free(q);
         return;
     }
-    if (cache_has_redis(s->cache) && !cache_redis_is_up(s->cache)) {
+    if (cache_has_redis(s->cache) && !cache_conn_up(s->cache)) {
         /* the change could not be made visible to other machines */
         reply_error(x, 503, "cache unavailable: Redis is down, try again", NULL);
         req_free(q);
@@ -894,7 +894,7 @@ static void cart_go(struct req *q);
 /*
  * A cart write in Redis is answered from Redis's replies only, so a 200 is
  * never given for a change Redis did not make. With redis.wait_replicas, a
- * WAIT follows the command on the same connection (cache_redis_wait) and
+ * WAIT follows the command on the same connection (redis_wait) and
  * the change counts only when that many replicas acknowledged it: after a
  * failover the promoted replica has every change answered 200. Either
  * reply may come first when the connection is lost; the answer waits for
@@ -926,10 +926,10 @@ static void synced(void *arg, int acked)
     cart_step(q);
 }
 
-static void redis_write(struct req *q, int argc, const char **argv, cache_redis_reply_fn done)
+static void redis_write(struct req *q, int argc, const char **argv, redis_reply_fn done)
 {
     struct shop *s = q->s;
-    if (cache_redis_command(s->redis, done, q, argc, argv, NULL) < 0) {
+    if (redis_command(s->redis, done, q, argc, argv, NULL) < 0) {
         reply_error(q->x, 503, CART_STORE_DOWN, NULL);
         req_free(q);
         return;
@@ -937,7 +937,7 @@ static void redis_write(struct req *q, int argc, const char **argv, cache_redis_
     q->outstanding = 1;
     if (s->cfg->redis.wait_replicas > 0) {
         q->outstanding++;
-        if (cache_redis_wait(s->redis, synced, q) < 0) {
+        if (redis_wait(s->redis, synced, q) < 0) {
             q->acked = -1;
             q->outstanding--;
         }
@@ -1152,7 +1152,7 @@ static void cart_go(struct req *q)
 {
     struct shop *s = q->s;
     char key[16 + SHOP_USER_MAX], id[24];
-    if (!cache_redis_up(s->redis)) {
+    if (!redis_up(s->redis)) {
         uint64_t now = uv_now(s->loop);
         if (!s->redis_seen_up && now < s->wait_until && s->stop == RUNNING) {
             if (list_empty(&s->parked))
@@ -1174,7 +1174,7 @@ static void cart_go(struct req *q)
         redis_write(q, 3, argv, removed);
     } else {
         const char *argv[] = {"HGETALL", key};
-        if (cache_redis_command(s->redis, got_cart, q, 2, argv, NULL) < 0) {
+        if (redis_command(s->redis, got_cart, q, 2, argv, NULL) < 0) {
             reply_error(q->x, 503, CART_STORE_DOWN, NULL);
             req_free(q);
         }
@@ -1186,12 +1186,12 @@ static void cart_go(struct req *q)
 static void ready_done(struct req *q)
 {
     struct shop *s = q->s;
-    int db_up = q->rc == 0, has_redis = s->redis != NULL, redis_up = has_redis && cache_redis_up(s->redis);
-    int ok = db_up && (!has_redis || redis_up);
+    int db_up = q->rc == 0, has_redis = s->redis != NULL, redis_ok = has_redis && redis_up(s->redis);
+    int ok = db_up && (!has_redis || redis_ok);
     char body[160];
     int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"checks\":{\"sqlite\":\"%s\",\"redis\":\"%s\"}}",
                      ok ? "ready" : "unavailable", db_up ? "up" : "down",
-                     !has_redis ? "not configured" : redis_up ? "up" : "down");
+                     !has_redis ? "not configured" : redis_ok ? "up" : "down");
     reply(q->x, ok ? 200 : 503, body, (size_t)n);
     req_free(q);
 }
@@ -1349,7 +1349,7 @@ static void response_cache(struct wrapped *w, struct http_exchange *x)
         w->shadow.handler(x);
         return;
     }
-    if (cache_get(s->cache, key, (size_t)n, 0, &t, &val, &len, NULL, NULL) == 1 && replay(x, val, len) == 0)
+    if (cache_get(s->cache, key, (size_t)n, 0, &t, &val, &len, NULL, NULL) == 0 && replay(x, val, len) == 0)
         return;
     struct capture *c = calloc(1, sizeof(*c) + (size_t)n + 1);
     if (!c) {
@@ -1362,9 +1362,9 @@ static void response_cache(struct wrapped *w, struct http_exchange *x)
     x->tap_data = c;
     x->on_abort = capture_aborted;
     int rc = cache_get(s->cache, key, (size_t)n, 0, &c->t, &val, &len, response_looked_up, c);
-    if (rc == 1)
+    if (rc == 0)
         response_looked_up(c, val, len, &c->t);
-    else if (rc < 0)
+    else if (rc != -EINPROGRESS)
         run_captured(c);
 }
 
@@ -1497,7 +1497,7 @@ int shop_start(struct shop *s, struct router *r, char *err, size_t errlen)
     }
     if (!(s->cache = cache_new(&o, err, errlen)))
         return -EINVAL;
-    s->redis = cache_redis_conn(s->cache);
+    s->redis = cache_conn(s->cache);
     list_init(&s->parked);
     uv_timer_init(s->loop, &s->first_up);
     s->first_up.data = s;

@@ -314,23 +314,23 @@ struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen)
         return c;
     if (sentinels) {
         struct sentinel_opts so = {.addrs = o->sentinels, .master_name = o->master_name,
-                                         .timeout_ms = o->command_timeout_ms, .on_switch = on_primary_moved,
-                                         .arg = c};
+                                   .timeout_ms = o->command_timeout_ms, .on_switch = on_primary_moved,
+                                   .arg = c};
         if (!(c->sentinel = sentinel_new(o->loop, &so, err, errlen))) {
             cache_close(c, NULL, NULL);
             return NULL;
         }
     }
     struct redis_opts ro = {.url = o->redis_url, .primary = c->sentinel ? sentinel_primary(c->sentinel) : NULL,
-                                  .wait_replicas = o->wait_replicas, .wait_timeout_ms = o->wait_timeout_ms,
-                                  .command_timeout_ms = o->command_timeout_ms, .on_state = on_cmd_state, .arg = c,
-                                  .slot = o->slot, .name = "redis"};
+                            .wait_replicas = o->wait_replicas, .wait_timeout_ms = o->wait_timeout_ms,
+                            .command_timeout_ms = o->command_timeout_ms, .on_state = on_cmd_state, .arg = c,
+                            .slot = o->slot, .name = "redis"};
     c->cmd = redis_new(o->loop, &ro, err, errlen);
     if (c->cmd && c->lru) {
         ro = (struct redis_opts){.url = o->redis_url, .primary = c->sentinel ? sentinel_primary(c->sentinel) : NULL,
-                                       .command_timeout_ms = o->command_timeout_ms, .channel = CACHE_CHANNEL,
-                                       .on_message = on_sub_message, .on_state = on_sub_state, .arg = c,
-                                       .name = "redis subscriber"};
+                                 .command_timeout_ms = o->command_timeout_ms, .channel = CACHE_CHANNEL,
+                                 .on_message = on_sub_message, .on_state = on_sub_state, .arg = c,
+                                 .name = "redis subscriber"};
         c->sub = redis_new(o->loop, &ro, err, errlen);
     }
     if (!c->cmd || (c->lru && !c->sub)) {

@@ -268,7 +268,7 @@ static int send_argv(struct redis *r, redis_reply_fn cb, void *arg, int argc, co
 }
 
 int redis_command(struct redis *r, redis_reply_fn cb, void *arg, int argc, const char **argv,
-                        const size_t *argvlen)
+                  const size_t *argvlen)
 {
     if (r->state != ST_UP || !r->ac || r->channel)
         return -ENOTCONN;

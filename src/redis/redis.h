@@ -118,7 +118,7 @@ int redis_up(const struct redis *r);
  * runs later, exactly once), -ENOTCONN when the connection is not up and
  * -ENOMEM: then cb never runs. */
 int redis_command(struct redis *r, redis_reply_fn cb, void *arg, int argc, const char **argv,
-                        const size_t *argvlen);
+                  const size_t *argvlen);
 
 /* Called with the number of replicas that acknowledged every write sent
  * before the WAIT, or -EIO when the WAIT got no reply (connection lost). */

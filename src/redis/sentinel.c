@@ -174,7 +174,7 @@ static int open_q(struct sentinel *s)
     char url[300], err[256];
     snprintf(url, sizeof url, "redis://%s", s->addrs[s->cur]);
     struct redis_opts o = {.url = url, .command_timeout_ms = s->timeout_ms, .on_state = on_q_state,
-                                 .arg = s, .name = "redis sentinel"};
+                           .arg = s, .name = "redis sentinel"};
     s->q = redis_new(s->loop, &o, err, sizeof err);
     if (!s->q)
         log_error("redis sentinel: %s", err);
@@ -306,8 +306,8 @@ static int open_sub(struct sentinel *s)
     char url[300], err[256];
     snprintf(url, sizeof url, "redis://%s", s->addrs[s->sub_cur]);
     struct redis_opts o = {.url = url, .command_timeout_ms = s->timeout_ms, .channel = SWITCH_CHANNEL,
-                                 .on_message = on_switch_msg, .on_state = on_sub_state, .arg = s,
-                                 .name = "redis sentinel subscriber"};
+                           .on_message = on_switch_msg, .on_state = on_sub_state, .arg = s,
+                           .name = "redis sentinel subscriber"};
     s->sub = redis_new(s->loop, &o, err, sizeof err);
     s->sub_down_since = uv_now(s->loop);
     if (!s->sub)
@@ -365,7 +365,7 @@ static int split_addrs(struct sentinel *s, const char *list)
 }
 
 struct sentinel *sentinel_new(uv_loop_t *loop, const struct sentinel_opts *o, char *err,
-                                          size_t errlen)
+                              size_t errlen)
 {
     struct sentinel *s = calloc(1, sizeof(*s));
     int rc = s ? split_addrs(s, o->addrs) : -ENOMEM;

@@ -155,12 +155,12 @@ static void closed(void *arg)
 }
 
 static struct redis *connect_waiting(struct probe *p, uv_loop_t *loop, int64_t timeout_ms, int replicas,
-                                           int64_t wait_ms)
+                                     int64_t wait_ms)
 {
     char url[64], err[128];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis_port);
     struct redis_opts o = {.url = url, .command_timeout_ms = timeout_ms, .on_state = on_state, .arg = p,
-                                 .wait_replicas = replicas, .wait_timeout_ms = wait_ms};
+                           .wait_replicas = replicas, .wait_timeout_ms = wait_ms};
     p->loop = loop;
     p->r = redis_new(loop, &o, err, sizeof err);
     cr_assert_not_null(p->r, "%s", err);

@@ -394,16 +394,16 @@ static void open_probe(struct probe *p, const char *sentinels, int direct_port, 
     uv_loop_init(&p->loop);
     if (sentinels) {
         struct sentinel_opts so = {.addrs = sentinels, .master_name = "mymaster", .timeout_ms = 300,
-                                         .on_switch = on_switch, .arg = p};
+                                   .on_switch = on_switch, .arg = p};
         p->sentinel = sentinel_new(&p->loop, &so, err, sizeof err);
         cr_assert_not_null(p->sentinel, "%s", err);
     }
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", direct_port);
     struct redis_opts o = {.url = sentinels ? NULL : url, .primary = p->sentinel ? sentinel_primary(p->sentinel) : NULL,
-                                 .command_timeout_ms = p->command_timeout_ms ? p->command_timeout_ms : 1000,
-                                 .wait_replicas = wait_replicas, .wait_timeout_ms = p->wait_timeout_ms ? p->wait_timeout_ms : 300,
-                                 .on_state = on_state,
-                                 .arg = p};
+                           .command_timeout_ms = p->command_timeout_ms ? p->command_timeout_ms : 1000,
+                           .wait_replicas = wait_replicas, .wait_timeout_ms = p->wait_timeout_ms ? p->wait_timeout_ms : 300,
+                           .on_state = on_state,
+                           .arg = p};
     p->r = redis_new(&p->loop, &o, err, sizeof err);
     cr_assert_not_null(p->r, "%s", err);
 }

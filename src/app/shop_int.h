@@ -19,11 +19,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "app/app.h"
 #include "app/cart_store.h"
 #include "app/shop_input.h"
 #include "app/writeq.h"
 #include "cache/cache.h"
+#include "core/config.h"
+#include "core/metrics.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "redis/redis.h"

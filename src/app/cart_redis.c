@@ -277,7 +277,7 @@ static void resume_parked(struct cart_redis *cs)
     while (!list_empty(&cs->parked)) {
         struct cart_wait *w = list_entry(cs->parked.next, struct cart_wait, link);
         list_unlink(&w->link);
-        w->fn(w->arg);
+        w->fn(w->arg, redis_up(cs->o.redis) ? 0 : -ENOTCONN);
     }
 }
 

@@ -42,10 +42,11 @@ typedef void (*cart_done_fn)(void *arg, int rc, int64_t qty);
 /* rc 0 with the lines (valid during the call), or a negative errno. */
 typedef void (*cart_get_fn)(void *arg, int rc, const struct cart_line *lines, size_t n);
 
-/* A caller waiting for the store to come up (cart_store_ready). */
+/* A caller waiting for the store to come up (cart_store_ready): fn runs
+ * once, with 0 (go on) or a negative errno (the store is down). */
 struct cart_wait {
     struct list_node link;
-    void (*fn)(void *arg);
+    void (*fn)(void *arg, int rc);
     void *arg;
 };
 
@@ -55,9 +56,9 @@ struct cart_store_ops {
                cart_done_fn cb, void *arg);
     int (*remove)(struct cart_store *cs, const char *user, int64_t id, cart_done_fn cb, void *arg);
     int (*get)(struct cart_store *cs, const char *user, cart_get_fn cb, void *arg);
-    /* 0: can take work now; -EINPROGRESS: w->fn(w->arg) runs once it can
-     * (or once waiting is over: ask again); another negative errno: down.
-     * NULL: always 0. */
+    /* 0: can take work now; -EINPROGRESS: w->fn runs later (w's storage
+     * is the caller's until then); another negative errno: down. NULL:
+     * always 0. */
     int (*ready)(struct cart_store *cs, struct cart_wait *w);
     /* Frees the store once its handles closed, then done(arg); nothing
      * may be in flight. */

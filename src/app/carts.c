@@ -68,15 +68,14 @@ static void store_down(struct shop_req *q)
     shop_req_free(q);
 }
 
-/* Runs q's start once the store can take work. */
-static void go(struct shop_req *q, void (*start)(void *arg))
+/* Runs q's start once the store can take work: at once, or when the
+ * store stops waiting for its connection (then start checks rc). */
+static void go(struct shop_req *q, void (*start)(void *arg, int rc))
 {
     q->wait = (struct cart_wait){.fn = start, .arg = q};
     int rc = cart_store_ready(q->s->carts, &q->wait);
-    if (rc == 0)
-        start(q);
-    else if (rc != -EINPROGRESS)
-        store_down(q);
+    if (rc != -EINPROGRESS)
+        start(q, rc);
 }
 
 static void changed(struct shop_req *q, enum carts_op op, int rc, int64_t qty)
@@ -125,9 +124,13 @@ static const struct shop_req_ops add_ops = {
     .hit = product_hit,
 };
 
-static void add_start(void *arg)
+static void add_start(void *arg, int rc)
 {
     struct shop_req *q = arg;
+    if (rc < 0) {
+        store_down(q);
+        return;
+    }
     if (q->s->carts->checks_products) {
         add_now(q);
         return;
@@ -189,9 +192,13 @@ static void got(void *arg, int rc, const struct cart_line *lines, size_t n)
     shop_req_free(q);
 }
 
-static void get_start(void *arg)
+static void get_start(void *arg, int rc)
 {
     struct shop_req *q = arg;
+    if (rc < 0) {
+        store_down(q);
+        return;
+    }
     struct cart_store *cs = q->s->carts;
     if (cs->ops->get(cs, q->user, got, q) < 0)
         store_down(q);
@@ -219,9 +226,13 @@ static void removed(void *arg, int rc, int64_t qty)
     changed(arg, CARTS_REMOVE, rc, qty);
 }
 
-static void remove_start(void *arg)
+static void remove_start(void *arg, int rc)
 {
     struct shop_req *q = arg;
+    if (rc < 0) {
+        store_down(q);
+        return;
+    }
     struct cart_store *cs = q->s->carts;
     if (cs->ops->remove(cs, q->user, q->id, removed, q) < 0)
         store_down(q);

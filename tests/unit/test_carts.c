@@ -353,22 +353,44 @@ static void use_sqlite(void)
     cr_assert_not_null(store = cart_sqlite_new(&loop, db, wq));
 }
 
-static void use_redis(void)
+static void spawn_redis(int port)
 {
-    char port[16], url[64], err[256] = "";
-    int p = free_port();
-    open_db();
-    snprintf(port, sizeof port, "%d", p);
+    char sport[16];
+    snprintf(sport, sizeof sport, "%d", port);
     redis_pid = fork();
     cr_assert_neq(redis_pid, -1);
     if (redis_pid == 0) {
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir, "--save", "",
+        execlp("redis-server", "redis-server", "--port", sport, "--bind", "127.0.0.1", "--dir", dir, "--save", "",
                "--appendonly", "no", "--logfile", "/dev/null", (char *)NULL);
         _exit(127);
     }
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", p);
-    struct redis_opts o = {.url = url, .command_timeout_ms = 1000};
+}
+
+/* The owner's part: tell the store when the connection came up. */
+static void on_redis_state(void *arg, int up)
+{
+    (void)arg;
+    if (up && store)
+        cart_redis_up(store);
+}
+
+/* A Redis store on a connection to port (nothing may listen there yet). */
+static void open_redis_store(int port, int64_t wait_ms)
+{
+    char url[64], err[256] = "";
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    struct redis_opts o = {.url = url, .command_timeout_ms = 1000, .on_state = on_redis_state};
     cr_assert_not_null(redis = redis_new(&loop, &o, err, sizeof err), "%s", err);
+    struct cart_redis_opts co = {.loop = &loop, .redis = redis, .db = db, .command_timeout_ms = wait_ms};
+    cr_assert_not_null(store = cart_redis_new(&co));
+}
+
+static void use_redis(void)
+{
+    int port = free_port();
+    open_db();
+    spawn_redis(port);
+    open_redis_store(port, 1000);
     uint64_t t0 = uv_now(&loop);
     while (!redis_up(redis) && uv_now(&loop) - t0 < 5000) {
         uv_run(&loop, UV_RUN_NOWAIT);
@@ -376,8 +398,30 @@ static void use_redis(void)
         uv_update_time(&loop);
     }
     cr_assert(redis_up(redis), "redis-server did not come up (is it installed? scripts/deps.sh test)");
-    struct cart_redis_opts co = {.loop = &loop, .redis = redis, .db = db, .command_timeout_ms = 1000};
-    cr_assert_not_null(store = cart_redis_new(&co));
+}
+
+struct waited {
+    int done, rc;
+    uint64_t at;
+};
+
+static void on_waited(void *arg, int rc)
+{
+    struct waited *w = arg;
+    w->done = 1;
+    w->rc = rc;
+    w->at = uv_now(&loop);
+}
+
+static void run_until_waited(struct waited *w, uint64_t limit_ms)
+{
+    uint64_t t0 = uv_now(&loop);
+    while (!w->done && uv_now(&loop) - t0 < limit_ms) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(2000);
+        uv_update_time(&loop);
+    }
+    cr_assert(w->done, "a parked caller was never resumed");
 }
 
 TestSuite(carts, .init = setup, .fini = teardown, .timeout = 30);
@@ -441,4 +485,37 @@ Test(carts, the_fingerprint_tells_adds_apart)
     carts_fingerprint(2, 1, c, sizeof c);
     cr_assert_str_neq(a, b);
     cr_assert_str_eq(a, c);
+}
+
+/* Before the first connection a caller waits (up to the store's wait);
+ * after that wait an outage is an answer at once. */
+Test(carts, redis_waits_for_the_first_connection_then_fails_at_once)
+{
+    open_db();
+    open_redis_store(free_port(), 300); /* nothing listens there */
+    struct waited w = {0};
+    struct cart_wait cw = {.fn = on_waited, .arg = &w};
+    uint64_t t0 = uv_now(&loop);
+    cr_assert_eq(cart_store_ready(store, &cw), -EINPROGRESS, "the first caller did not wait");
+    run_until_waited(&w, 5000);
+    cr_assert_eq(w.rc, -ENOTCONN);
+    cr_assert_geq(w.at - t0, 290, "resumed after %llu ms, before the wait was over", (unsigned long long)(w.at - t0));
+    cr_assert_eq(cart_store_ready(store, &cw), -ENOTCONN, "a caller after the wait waited again");
+}
+
+Test(carts, redis_a_waiting_caller_goes_on_when_the_connection_comes)
+{
+    int port = free_port();
+    open_db();
+    open_redis_store(port, 10000);
+    struct waited w = {0};
+    struct cart_wait cw = {.fn = on_waited, .arg = &w};
+    cr_assert_eq(cart_store_ready(store, &cw), -EINPROGRESS);
+    spawn_redis(port);
+    run_until_waited(&w, 8000);
+    cr_assert_eq(w.rc, 0);
+    cr_assert(redis_up(redis));
+    struct res r = add("ann", 1, 2, "");
+    cr_assert_eq(r.rc, 0);
+    cr_assert_eq(r.qty, 2);
 }

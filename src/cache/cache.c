@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "cache/lru.h"
-#include "cache/redis.h"
-#include "cache/sentinel.h"
+#include "redis/redis.h"
+#include "redis/sentinel.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
@@ -54,8 +54,8 @@ struct strs {
 struct cache {
     uv_loop_t *loop;
     struct cache_lru *lru;
-    struct cache_redis *cmd, *sub;
-    struct cache_sentinel *sentinel; /* NULL: redis_url names the server */
+    struct redis *cmd, *sub;
+    struct sentinel *sentinel; /* NULL: redis_url names the server */
     uint64_t *epoch;          /* shared: bumped by any worker of the machine */
     uint64_t epoch_seen;
     uint64_t local_gen;
@@ -231,7 +231,7 @@ static int send_invalidation(struct cache *c, struct inv_req *q)
             argv[a++] = q->idx.v[i];
         argv[a++] = nplain;
         argv[a++] = CACHE_CHANNEL;
-        rc = cache_redis_command(c->cmd, invalidated, q, (int)argc, argv, NULL);
+        rc = redis_command(c->cmd, invalidated, q, (int)argc, argv, NULL);
         free(argv);
     }
     if (rc < 0) {
@@ -280,9 +280,9 @@ static void on_primary_moved(void *arg, const char *host, int port)
 {
     struct cache *c = arg;
     if (c->cmd)
-        cache_redis_retarget(c->cmd, host, port);
+        redis_retarget(c->cmd, host, port);
     if (c->sub)
-        cache_redis_retarget(c->sub, host, port);
+        redis_retarget(c->sub, host, port);
 }
 
 /* --- the interface ------------------------------------------------------ */
@@ -313,25 +313,25 @@ struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen)
     if ((!o->redis_url || !*o->redis_url) && !sentinels)
         return c;
     if (sentinels) {
-        struct cache_sentinel_opts so = {.addrs = o->sentinels, .master_name = o->master_name,
-                                         .timeout_ms = o->command_timeout_ms, .on_switch = on_primary_moved,
-                                         .arg = c};
-        if (!(c->sentinel = cache_sentinel_new(o->loop, &so, err, errlen))) {
+        struct sentinel_opts so = {.addrs = o->sentinels, .master_name = o->master_name,
+                                   .timeout_ms = o->command_timeout_ms, .on_switch = on_primary_moved,
+                                   .arg = c};
+        if (!(c->sentinel = sentinel_new(o->loop, &so, err, errlen))) {
             cache_close(c, NULL, NULL);
             return NULL;
         }
     }
-    struct cache_redis_opts ro = {.url = o->redis_url, .sentinel = c->sentinel,
-                                  .wait_replicas = o->wait_replicas, .wait_timeout_ms = o->wait_timeout_ms,
-                                  .command_timeout_ms = o->command_timeout_ms, .on_state = on_cmd_state, .arg = c,
-                                  .slot = o->slot, .name = "redis"};
-    c->cmd = cache_redis_new(o->loop, &ro, err, errlen);
+    struct redis_opts ro = {.url = o->redis_url, .primary = c->sentinel ? sentinel_primary(c->sentinel) : NULL,
+                            .wait_replicas = o->wait_replicas, .wait_timeout_ms = o->wait_timeout_ms,
+                            .command_timeout_ms = o->command_timeout_ms, .on_state = on_cmd_state, .arg = c,
+                            .slot = o->slot, .name = "redis"};
+    c->cmd = redis_new(o->loop, &ro, err, errlen);
     if (c->cmd && c->lru) {
-        ro = (struct cache_redis_opts){.url = o->redis_url, .sentinel = c->sentinel,
-                                       .command_timeout_ms = o->command_timeout_ms, .channel = CACHE_CHANNEL,
-                                       .on_message = on_sub_message, .on_state = on_sub_state, .arg = c,
-                                       .name = "redis subscriber"};
-        c->sub = cache_redis_new(o->loop, &ro, err, errlen);
+        ro = (struct redis_opts){.url = o->redis_url, .primary = c->sentinel ? sentinel_primary(c->sentinel) : NULL,
+                                 .command_timeout_ms = o->command_timeout_ms, .channel = CACHE_CHANNEL,
+                                 .on_message = on_sub_message, .on_state = on_sub_state, .arg = c,
+                                 .name = "redis subscriber"};
+        c->sub = redis_new(o->loop, &ro, err, errlen);
     }
     if (!c->cmd || (c->lru && !c->sub)) {
         /* only a bad URL or no memory get here, before any I/O */
@@ -370,16 +370,16 @@ void cache_close(struct cache *c, void (*done)(void *arg), void *arg)
         log_warn("cache: stopping with %zu invalidations Redis never got", c->owed_keys.n + c->owed_idx.n);
     c->closes_left = 1 + !!c->cmd + !!c->sub + !!c->sentinel;
     if (c->cmd)
-        cache_redis_close(c->cmd, one_closed, c);
+        redis_close(c->cmd, one_closed, c);
     if (c->sub)
-        cache_redis_close(c->sub, one_closed, c);
+        redis_close(c->sub, one_closed, c);
     /* after the connections: closing them cancelled their asks */
     if (c->sentinel)
-        cache_sentinel_close(c->sentinel, one_closed, c);
+        sentinel_close(c->sentinel, one_closed, c);
     one_closed(c);
 }
 
-struct cache_redis *cache_redis_conn(struct cache *c)
+struct redis *cache_conn(struct cache *c)
 {
     return c->cmd;
 }
@@ -389,9 +389,9 @@ int cache_has_redis(const struct cache *c)
     return c->cmd != NULL;
 }
 
-int cache_redis_is_up(const struct cache *c)
+int cache_conn_up(const struct cache *c)
 {
-    return c->cmd && cache_redis_up(c->cmd);
+    return c->cmd && redis_up(c->cmd);
 }
 
 static void got(void *arg, redisReply *rep)
@@ -427,20 +427,20 @@ int cache_get(struct cache *c, const char *key, size_t klen, int64_t near_ttl_ms
         if (v) {
             *val = v;
             count(c, 1);
-            return 1;
+            return 0;
         }
     }
     if (!cb)
         return -ENOENT; /* a peek at this worker's cache only: not counted as a miss */
-    struct get_req *g = c->cmd && cache_redis_up(c->cmd) ? malloc(sizeof(*g) + klen + 1) : NULL;
+    struct get_req *g = c->cmd && redis_up(c->cmd) ? malloc(sizeof(*g) + klen + 1) : NULL;
     if (g) {
         *g = (struct get_req){.c = c, .cb = cb, .arg = arg, .t = *t, .klen = klen};
         memcpy(g->key, key, klen);
         g->key[klen] = '\0';
         const char *argv[] = {"MGET", g->key, CACHE_GENERATION_KEY};
         size_t lens[] = {4, klen, sizeof(CACHE_GENERATION_KEY) - 1};
-        if (cache_redis_command(c->cmd, got, g, 3, argv, lens) == 0)
-            return 0;
+        if (redis_command(c->cmd, got, g, 3, argv, lens) == 0)
+            return -EINPROGRESS;
         free(g);
     }
     count(c, 0);
@@ -470,7 +470,7 @@ void cache_fill(struct cache *c, const struct cache_ticket *t, const char *key, 
         memmove(&argv[5], &argv[6], 3 * sizeof(*argv));
         memmove(&lens[5], &lens[6], 3 * sizeof(*lens));
     }
-    cache_redis_command(c->cmd, filled, NULL, index ? 9 : 8, argv, lens);
+    redis_command(c->cmd, filled, NULL, index ? 9 : 8, argv, lens);
 }
 
 int cache_invalidate(struct cache *c, const char *const *keys, size_t nkeys, const char *const *indexes,
@@ -489,10 +489,10 @@ int cache_invalidate(struct cache *c, const char *const *keys, size_t nkeys, con
         strs_add(&q->keys, keys[i]);
     for (size_t i = 0; i < nindexes; i++)
         strs_add(&q->idx, indexes[i]);
-    if (!cache_redis_up(c->cmd)) {
+    if (!redis_up(c->cmd)) {
         owe(c, &q->keys, &q->idx);
         free(q);
         return -ENOTCONN;
     }
-    return send_invalidation(c, q) < 0 ? -ENOTCONN : 1;
+    return send_invalidation(c, q) < 0 ? -ENOTCONN : -EINPROGRESS;
 }

@@ -32,7 +32,7 @@
 #include <uv.h>
 
 struct cache;
-struct cache_redis;
+struct redis;
 struct metrics_slot;
 
 #define CACHE_CHANNEL "cohort:invalidate"
@@ -41,9 +41,9 @@ struct metrics_slot;
 struct cache_opts {
     uv_loop_t *loop;
     const char *redis_url;      /* NULL or "": no Redis (unless sentinels) */
-    const char *sentinels;      /* "host:port,...": the primary from Sentinel (cache/sentinel.h) */
+    const char *sentinels;      /* "host:port,...": the primary from Sentinel (redis/sentinel.h) */
     const char *master_name;
-    int wait_replicas;          /* for cache_redis_wait on the command connection */
+    int wait_replicas;          /* for redis_wait on the command connection */
     int64_t wait_timeout_ms;
     int64_t command_timeout_ms;
     size_t local_size;          /* bytes of the LRU; 0: none */
@@ -73,13 +73,13 @@ struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen);
 void cache_close(struct cache *c, void (*done)(void *arg), void *arg);
 
 /* The Redis command connection (carts, counters); NULL without Redis. */
-struct cache_redis *cache_redis_conn(struct cache *c);
+struct redis *cache_conn(struct cache *c);
 
 /*
- * Looks a key up. Returns 1 for a hit found at once (*val, *len valid until
+ * Looks a key up. Returns 0 for a hit found at once (*val, *len valid until
  * the next cache call), -ENOENT for a miss known at once (no Redis, or it
- * is down), or 0 when Redis was asked: cb(arg, ...) runs later, exactly
- * once. *t is filled in every case (for the miss path's cache_fill).
+ * is down), or -EINPROGRESS when Redis was asked: cb(arg, ...) runs later,
+ * exactly once. *t is filled in every case (for the miss path's cache_fill).
  * With cb NULL only this worker's cache is looked at (a cheap first try
  * that needs no allocation); its miss is not counted.
  * near_ttl_ms: how long a value fetched from Redis may be kept in this
@@ -99,9 +99,9 @@ void cache_fill(struct cache *c, const struct cache_ticket *t, const char *key, 
 
 /*
  * Invalidates keys and every key recorded in the index sets, as described
- * above. Returns 0 when done (no Redis), 1 when Redis was asked (done(arg,
- * status) runs later: 0, or -EIO when Redis failed), or -ENOTCONN when
- * Redis is down. Redis's part that could not be done is kept and sent
+ * above. Returns 0 when done (no Redis), -EINPROGRESS when Redis was asked
+ * (done(arg, status) runs later: 0, or -EIO when Redis failed), -ENOTCONN
+ * when Redis is down, or -ENOMEM. Redis's part that could not be done is kept and sent
  * first thing when the connection is back.
  */
 int cache_invalidate(struct cache *c, const char *const *keys, size_t nkeys, const char *const *indexes,
@@ -109,6 +109,6 @@ int cache_invalidate(struct cache *c, const char *const *keys, size_t nkeys, con
 
 /* Whether Redis is configured, and whether it is up now. */
 int cache_has_redis(const struct cache *c);
-int cache_redis_is_up(const struct cache *c);
+int cache_conn_up(const struct cache *c);
 
 #endif

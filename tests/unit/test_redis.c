@@ -14,34 +14,34 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache/redis.h"
+#include "redis/redis.h"
 #include "testnet.h"
 
 Test(redis_url, forms)
 {
-    struct cache_redis_url u;
-    cr_assert_eq(cache_redis_parse_url("redis://127.0.0.1:6390", &u), 0);
+    struct redis_url u;
+    cr_assert_eq(redis_parse_url("redis://127.0.0.1:6390", &u), 0);
     cr_assert_str_eq(u.host, "127.0.0.1");
     cr_assert_eq(u.port, 6390);
     cr_assert_str_eq(u.password, "");
     cr_assert_eq(u.db, 0);
-    cr_assert_eq(cache_redis_parse_url("redis://cache.internal", &u), 0);
+    cr_assert_eq(redis_parse_url("redis://cache.internal", &u), 0);
     cr_assert_str_eq(u.host, "cache.internal");
     cr_assert_eq(u.port, 6379);
-    cr_assert_eq(cache_redis_parse_url("redis://:pw@h:1/3", &u), 0);
+    cr_assert_eq(redis_parse_url("redis://:pw@h:1/3", &u), 0);
     cr_assert_str_eq(u.password, "pw");
     cr_assert_str_eq(u.host, "h");
     cr_assert_eq(u.port, 1);
     cr_assert_eq(u.db, 3);
-    cr_assert_eq(cache_redis_parse_url("redis://user:p%40ss@h", &u), 0);
+    cr_assert_eq(redis_parse_url("redis://user:p%40ss@h", &u), 0);
     cr_assert_str_eq(u.password, "p%40ss");
-    cr_assert_eq(cache_redis_parse_url("redis://[::1]:7000", &u), 0);
+    cr_assert_eq(redis_parse_url("redis://[::1]:7000", &u), 0);
     cr_assert_str_eq(u.host, "::1");
     cr_assert_eq(u.port, 7000);
     const char *bad[] = {"http://h", "redis://", "redis://:6379", "redis://h:0", "redis://h:70000", "redis://h:x",
                          "redis://h/x", "redis://[::1"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        cr_assert_eq(cache_redis_parse_url(bad[i], &u), -EINVAL, "%s", bad[i]);
+        cr_assert_eq(redis_parse_url(bad[i], &u), -EINVAL, "%s", bad[i]);
 }
 
 /* --- against a real server ---------------------------------------------- */
@@ -103,12 +103,12 @@ static void teardown(void)
 
 struct probe {
     uv_loop_t *loop;
-    struct cache_redis *r;
+    struct redis *r;
     int replies, nulls, ups, downs;
     long long last;
     uv_timer_t timer;
     int step;
-    int acks, eios;        /* cache_redis_wait answers: a count, or -EIO */
+    int acks, eios;        /* redis_wait answers: a count, or -EIO */
     uint64_t acked_at[4];  /* loop time of the first answers */
 };
 
@@ -144,8 +144,8 @@ static int run_until(struct probe *p, int (*cond)(struct probe *), int ms)
     return cond(p);
 }
 
-static int is_up(struct probe *p) { return cache_redis_up(p->r); }
-static int is_down(struct probe *p) { return !cache_redis_up(p->r); }
+static int is_up(struct probe *p) { return redis_up(p->r); }
+static int is_down(struct probe *p) { return !redis_up(p->r); }
 static int got_null(struct probe *p) { return p->nulls > 0; }
 static int got_reply(struct probe *p) { return p->replies > 0; }
 
@@ -154,21 +154,21 @@ static void closed(void *arg)
     *(int *)arg = 1;
 }
 
-static struct cache_redis *connect_waiting(struct probe *p, uv_loop_t *loop, int64_t timeout_ms, int replicas,
-                                           int64_t wait_ms)
+static struct redis *connect_waiting(struct probe *p, uv_loop_t *loop, int64_t timeout_ms, int replicas,
+                                     int64_t wait_ms)
 {
     char url[64], err[128];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", redis_port);
-    struct cache_redis_opts o = {.url = url, .command_timeout_ms = timeout_ms, .on_state = on_state, .arg = p,
-                                 .wait_replicas = replicas, .wait_timeout_ms = wait_ms};
+    struct redis_opts o = {.url = url, .command_timeout_ms = timeout_ms, .on_state = on_state, .arg = p,
+                           .wait_replicas = replicas, .wait_timeout_ms = wait_ms};
     p->loop = loop;
-    p->r = cache_redis_new(loop, &o, err, sizeof err);
+    p->r = redis_new(loop, &o, err, sizeof err);
     cr_assert_not_null(p->r, "%s", err);
     cr_assert(run_until(p, is_up, 3000), "never connected");
     return p->r;
 }
 
-static struct cache_redis *connect_probe(struct probe *p, uv_loop_t *loop, int64_t timeout_ms)
+static struct redis *connect_probe(struct probe *p, uv_loop_t *loop, int64_t timeout_ms)
 {
     return connect_waiting(p, loop, timeout_ms, 0, 0);
 }
@@ -188,13 +188,13 @@ static void on_acked(void *arg, int acked)
 static void incr(struct probe *p)
 {
     const char *argv[] = {"INCRBY", "k", "5"};
-    cr_assert_eq(cache_redis_command(p->r, on_reply, p, 3, argv, NULL), 0);
+    cr_assert_eq(redis_command(p->r, on_reply, p, 3, argv, NULL), 0);
 }
 
 static void close_probe(struct probe *p)
 {
     int done = 0;
-    cache_redis_close(p->r, closed, &done);
+    redis_close(p->r, closed, &done);
     uv_run(p->loop, UV_RUN_DEFAULT);
     cr_assert(done, "close never finished");
     cr_assert_eq(uv_loop_close(p->loop), 0, "a handle was left open");
@@ -210,7 +210,7 @@ Test(redis, commands_and_a_clean_close)
     connect_probe(&p, &loop, 10000); /* a paused machine must not look like a hung Redis */
     for (int i = 0; i < 100; i++)
         incr(&p); /* pipelined: all leave in this iteration */
-    cr_assert_eq(cache_redis_pending(p.r), 100);
+    cr_assert_eq(redis_pending(p.r), 100);
     close_probe(&p); /* replies still due arrive before the close */
     cr_assert_eq(p.replies, 100);
     cr_assert_eq(p.last, 500);
@@ -229,7 +229,7 @@ Test(redis, hung_server_hits_the_command_timeout_then_recovers)
     cr_assert_eq(p.replies, 0);
     cr_assert_eq(p.downs, 1);
     const char *argv[] = {"PING"};
-    cr_assert_eq(cache_redis_command(p.r, on_reply, &p, 1, argv, NULL), -ENOTCONN, "refused while down");
+    cr_assert_eq(redis_command(p.r, on_reply, &p, 1, argv, NULL), -ENOTCONN, "refused while down");
     kill(redis_pid, SIGCONT);
     /* the 200 ms timeout holds for the next command too: on a paused machine
      * it can fail once more, and is sent again once the connection is back */
@@ -337,7 +337,7 @@ static int add_failed(struct probe *p) { return p->nulls > 0 && p->eios > 0; }
 static void add(struct probe *p)
 {
     incr(p);
-    cr_assert_eq(cache_redis_wait(p->r, on_acked, p), 0);
+    cr_assert_eq(redis_wait(p->r, on_acked, p), 0);
 }
 
 /* n adds, two at a time (the second's WAIT goes out when the first's is

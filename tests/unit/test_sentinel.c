@@ -1,5 +1,5 @@
-/* Finding the primary through Sentinel (cache/sentinel.c) and the Redis
- * connection's guards around it (cache/redis.c): the ROLE check, READONLY,
+/* Finding the primary through Sentinel (redis/sentinel.c) and the Redis
+ * connection's guards around it (redis/redis.c): the ROLE check, READONLY,
  * following +switch-master, and WAIT. Against real redis-servers of their
  * own (free ports, own folders, stopped by pid), a real redis-sentinel, and
  * a fake Sentinel in a thread whose answers the test chooses. */
@@ -19,8 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cache/redis.h"
-#include "cache/sentinel.h"
+#include "redis/redis.h"
+#include "redis/sentinel.h"
 #include "testnet.h"
 
 static char dir[64];
@@ -325,8 +325,8 @@ static void fake_stop(void)
 
 struct probe {
     uv_loop_t loop;
-    struct cache_sentinel *sentinel;
-    struct cache_redis *r;
+    struct sentinel *sentinel;
+    struct redis *r;
     int ups, downs, replies, errors, nulls;
     int acked[64], nacked;
     int wait_timeout_ms;    /* 0: 300 */
@@ -345,7 +345,7 @@ static void on_state(void *arg, int up)
 static void on_switch(void *arg, const char *host, int port)
 {
     struct probe *p = arg;
-    cache_redis_retarget(p->r, host, port);
+    redis_retarget(p->r, host, port);
 }
 
 static void on_reply(void *arg, redisReply *reply)
@@ -378,11 +378,11 @@ static int run_until(struct probe *p, int (*cond)(struct probe *), int ms)
     return cond(p);
 }
 
-static int is_up(struct probe *p) { return cache_redis_up(p->r); }
+static int is_up(struct probe *p) { return redis_up(p->r); }
 static int never(struct probe *p) { (void)p; return 0; }
 static int got_reply(struct probe *p) { return p->replies > 0; }
 static int got_error(struct probe *p) { return p->errors > 0; }
-static int two_ups(struct probe *p) { return p->ups >= 2 && cache_redis_up(p->r); }
+static int two_ups(struct probe *p) { return p->ups >= 2 && redis_up(p->r); }
 static int acked_any(struct probe *p) { return p->nacked > 0; }
 static int fake_asked_twice(struct probe *p) { (void)p; return fake_asked() >= 2; }
 static int fake_has_subscriber(struct probe *p) { (void)p; return fake_subscribers() >= 1; }
@@ -393,18 +393,18 @@ static void open_probe(struct probe *p, const char *sentinels, int direct_port, 
     char err[256], url[64];
     uv_loop_init(&p->loop);
     if (sentinels) {
-        struct cache_sentinel_opts so = {.addrs = sentinels, .master_name = "mymaster", .timeout_ms = 300,
-                                         .on_switch = on_switch, .arg = p};
-        p->sentinel = cache_sentinel_new(&p->loop, &so, err, sizeof err);
+        struct sentinel_opts so = {.addrs = sentinels, .master_name = "mymaster", .timeout_ms = 300,
+                                   .on_switch = on_switch, .arg = p};
+        p->sentinel = sentinel_new(&p->loop, &so, err, sizeof err);
         cr_assert_not_null(p->sentinel, "%s", err);
     }
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", direct_port);
-    struct cache_redis_opts o = {.url = sentinels ? NULL : url, .sentinel = p->sentinel,
-                                 .command_timeout_ms = p->command_timeout_ms ? p->command_timeout_ms : 1000,
-                                 .wait_replicas = wait_replicas, .wait_timeout_ms = p->wait_timeout_ms ? p->wait_timeout_ms : 300,
-                                 .on_state = on_state,
-                                 .arg = p};
-    p->r = cache_redis_new(&p->loop, &o, err, sizeof err);
+    struct redis_opts o = {.url = sentinels ? NULL : url, .primary = p->sentinel ? sentinel_primary(p->sentinel) : NULL,
+                           .command_timeout_ms = p->command_timeout_ms ? p->command_timeout_ms : 1000,
+                           .wait_replicas = wait_replicas, .wait_timeout_ms = p->wait_timeout_ms ? p->wait_timeout_ms : 300,
+                           .on_state = on_state,
+                           .arg = p};
+    p->r = redis_new(&p->loop, &o, err, sizeof err);
     cr_assert_not_null(p->r, "%s", err);
 }
 
@@ -424,9 +424,9 @@ static void closed(void *arg)
 static void close_probe(struct probe *p)
 {
     int done = 0;
-    cache_redis_close(p->r, closed, &done);
+    redis_close(p->r, closed, &done);
     if (p->sentinel)
-        cache_sentinel_close(p->sentinel, closed, &done);
+        sentinel_close(p->sentinel, closed, &done);
     uv_run(&p->loop, UV_RUN_DEFAULT);
     cr_assert_eq(done, p->sentinel ? 2 : 1, "a close never finished");
     cr_assert_eq(uv_loop_close(&p->loop), 0, "a handle was left open");
@@ -435,7 +435,7 @@ static void close_probe(struct probe *p)
 static void set_key(struct probe *p, const char *key)
 {
     const char *argv[] = {"SET", key, "1"};
-    cr_assert_eq(cache_redis_command(p->r, on_reply, p, 3, argv, NULL), 0);
+    cr_assert_eq(redis_command(p->r, on_reply, p, 3, argv, NULL), 0);
 }
 
 static void setup(void)
@@ -609,7 +609,7 @@ Test(wait, one_wait_covers_a_burst_and_counts_replicas)
     for (int i = 0; i < 50; i++) {
         snprintf(key, sizeof key, "k%d", i);
         set_key(&p, key);
-        cr_assert_eq(cache_redis_wait(p.r, on_acked, &p), 0);
+        cr_assert_eq(redis_wait(p.r, on_acked, &p), 0);
     }
     for (int i = 0; i < 1000 && p.nacked < 50; i++)
         run_until(&p, never, 5);
@@ -629,13 +629,13 @@ Test(wait, one_wait_covers_a_burst_and_counts_replicas)
     set_key(&p, "alone");
     uv_update_time(&p.loop);
     uint64_t t0 = uv_now(&p.loop);
-    cr_assert_eq(cache_redis_wait(p.r, on_acked, &p), 0);
+    cr_assert_eq(redis_wait(p.r, on_acked, &p), 0);
     cr_assert(run_until(&p, acked_any, 15000));
     cr_assert_eq(p.acked[0], 0);
     cr_assert_geq(uv_now(&p.loop) - t0, 3990, "answered before the timeout");
     /* the WAIT ran longer than command_timeout_ms, on purpose: no drop */
     cr_assert_eq(p.downs, 0, "the connection was dropped while WAIT ran");
-    cr_assert(cache_redis_up(p.r));
+    cr_assert(redis_up(p.r));
     close_probe(&p);
 }
 
@@ -648,7 +648,7 @@ Test(wait, a_lost_connection_fails_the_waiters)
     cr_assert(run_until(&p, is_up, 5000));
     for (int i = 0; i < 3; i++) {
         set_key(&p, "x");
-        cr_assert_eq(cache_redis_wait(p.r, on_acked, &p), 0); /* 1 in flight, 2 for the next */
+        cr_assert_eq(redis_wait(p.r, on_acked, &p), 0); /* 1 in flight, 2 for the next */
     }
     run_until(&p, never, 50);
     stop(&a);
@@ -657,6 +657,6 @@ Test(wait, a_lost_connection_fails_the_waiters)
     cr_assert_eq(p.nacked, 3);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(p.acked[i], -EIO);
-    cr_assert_eq(cache_redis_wait(p.r, on_acked, &p), -ENOTCONN);
+    cr_assert_eq(redis_wait(p.r, on_acked, &p), -ENOTCONN);
     close_probe(&p);
 }

@@ -4,13 +4,13 @@
  * States, one at a time:
  *
  *   WAITING     the retry timer runs (backoff after a failure)
- *   ASKING      the Sentinels are asked for the primary (cache/sentinel.c)
+ *   ASKING      the primary source is asked (the Sentinels: redis/sentinel.c)
  *   RESOLVING   uv_getaddrinfo is in flight
  *   CONNECTING  hiredis connects (the retry timer is the connect deadline)
  *   HANDSHAKE   connected; AUTH/SELECT/PING or SUBSCRIBE sent (same deadline)
  *   UP          commands accepted; the tick timer watches the oldest one
  *   DROPPING    we freed the context; its disconnect callback is due
- *   CLOSING     cache_redis_close(): waiting for replies, then handles
+ *   CLOSING     redis_close(): waiting for replies, then handles
  *
  * hiredis rules followed here: a context is freed by hiredis itself after
  * a failed connect or a lost connection (we only forget the pointer); we
@@ -18,7 +18,7 @@
  * pending callback with a NULL reply first -- so the state is changed
  * before, and a callback that issues a new command is refused.
  *
- * WAIT: `waiters` holds the callers of cache_redis_wait that the WAIT in
+ * WAIT: `waiters` holds the callers of redis_wait that the WAIT in
  * flight (at most one, `wait_out`) does not cover; its reply sends the
  * next one for them, with a timeout that ends wait_timeout after the
  * oldest of them came (so no caller waits much longer than wait_timeout
@@ -39,7 +39,7 @@
  * the connection like a late reply. A peer that vanished without a reset
  * (a host cut off) is noticed so, not only by TCP keepalive.
  */
-#include "cache/redis.h"
+#include "redis/redis.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,7 +48,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache/sentinel.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -63,8 +62,8 @@ enum state { ST_WAITING, ST_ASKING, ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, S
 
 struct pending {
     struct list_node link;
-    struct cache_redis *r;
-    cache_redis_reply_fn cb;
+    struct redis *r;
+    redis_reply_fn cb;
     void *arg;
     uint64_t sent_ms;
     uint64_t deadline_ms; /* no reply by then: the connection is dropped */
@@ -73,15 +72,15 @@ struct pending {
 
 struct waiter {
     struct list_node link;
-    cache_redis_wait_fn cb;
+    redis_wait_fn cb;
     void *arg;
-    uint64_t since_ms;    /* when cache_redis_wait was called */
+    uint64_t since_ms;    /* when redis_wait was called */
 };
 
-struct cache_redis {
+struct redis {
     uv_loop_t *loop;
     redisAsyncContext *ac;
-    struct cache_redis_url url;
+    struct redis_url url;
     char *channel;
     char *name;
     int64_t timeout_ms;
@@ -89,8 +88,8 @@ struct cache_redis {
     void (*on_state)(void *arg, int up);
     void *arg;
     struct metrics_slot *slot;
-    struct cache_sentinel *sentinel;
-    struct cache_sentinel_ask ask;
+    const struct redis_primary *primary; /* NULL: the URL names the server */
+    struct redis_primary_ask ask;
     int asking;              /* ask is under way */
     int hurry;               /* the next attempt starts without the backoff */
     int wait_replicas;
@@ -121,8 +120,8 @@ struct cache_redis {
     void *closed_arg;
 };
 
-static void start_attempt(struct cache_redis *r);
-static void drop(struct cache_redis *r);
+static void start_attempt(struct redis *r);
+static void drop(struct redis *r);
 
 /* --- URL --------------------------------------------------------------- */
 
@@ -142,7 +141,7 @@ static int parse_port(const char *s, size_t n, int *out)
     return 0;
 }
 
-int cache_redis_parse_url(const char *url, struct cache_redis_url *out)
+int redis_parse_url(const char *url, struct redis_url *out)
 {
     memset(out, 0, sizeof(*out));
     out->port = 6379;
@@ -188,7 +187,7 @@ int cache_redis_parse_url(const char *url, struct cache_redis_url *out)
 
 /* --- commands ---------------------------------------------------------- */
 
-static void count(struct cache_redis *r, int what)
+static void count(struct redis *r, int what)
 {
     if (!r->slot)
         return;
@@ -202,7 +201,7 @@ static void count(struct cache_redis *r, int what)
 
 /* A WAIT was answered: replies are in order, so every command still
  * pending was sent behind it, and the server no longer holds them back. */
-static void unblock(struct cache_redis *r)
+static void unblock(struct redis *r)
 {
     for (struct list_node *n = r->pending.next; n != &r->pending; n = n->next) {
         struct pending *q = list_entry(n, struct pending, link);
@@ -217,7 +216,7 @@ static void unblock(struct cache_redis *r)
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct pending *p = privdata;
-    struct cache_redis *r = p->r;
+    struct redis *r = p->r;
     redisReply *rep = reply;
     (void)ac;
     list_unlink(&p->link);
@@ -240,7 +239,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
  * `block_ms`: how long the server may take on purpose (a WAIT, sent only
  * when none is out); a command sent while a WAIT is out may be held until
  * that WAIT ends, then gets the command timeout. */
-static int send_argv_blocking(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc,
+static int send_argv_blocking(struct redis *r, redis_reply_fn cb, void *arg, int argc,
                               const char **argv, const size_t *argvlen, uint64_t block_ms)
 {
     struct pending *p = malloc(sizeof(*p));
@@ -262,26 +261,26 @@ static int send_argv_blocking(struct cache_redis *r, cache_redis_reply_fn cb, vo
     return 0;
 }
 
-static int send_argv(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
+static int send_argv(struct redis *r, redis_reply_fn cb, void *arg, int argc, const char **argv,
                      const size_t *argvlen)
 {
     return send_argv_blocking(r, cb, arg, argc, argv, argvlen, 0);
 }
 
-int cache_redis_command(struct cache_redis *r, cache_redis_reply_fn cb, void *arg, int argc, const char **argv,
-                        const size_t *argvlen)
+int redis_command(struct redis *r, redis_reply_fn cb, void *arg, int argc, const char **argv,
+                  const size_t *argvlen)
 {
     if (r->state != ST_UP || !r->ac || r->channel)
         return -ENOTCONN;
     return send_argv(r, cb, arg, argc, argv, argvlen);
 }
 
-int cache_redis_up(const struct cache_redis *r)
+int redis_up(const struct redis *r)
 {
     return r->state == ST_UP;
 }
 
-size_t cache_redis_pending(const struct cache_redis *r)
+size_t redis_pending(const struct redis *r)
 {
     return r->npending;
 }
@@ -304,11 +303,11 @@ static void answer_waiters(struct list_node *head, int acked)
 
 /* The waiters one WAIT covers. */
 struct wait_batch {
-    struct cache_redis *r;
+    struct redis *r;
     struct list_node waiters;
 };
 
-static int send_wait(struct cache_redis *r);
+static int send_wait(struct redis *r);
 
 /* The WAIT's reply: its waiters learn how many replicas acknowledged; the
  * waiters that came meanwhile get the next WAIT, or -EIO when the
@@ -316,7 +315,7 @@ static int send_wait(struct cache_redis *r);
 static void wait_done(void *arg, redisReply *reply)
 {
     struct wait_batch *b = arg;
-    struct cache_redis *r = b->r;
+    struct redis *r = b->r;
     int acked = reply && reply->type == REDIS_REPLY_INTEGER ? (int)reply->integer : -EIO;
     r->wait_out = 0;
     if (reply && reply->type == REDIS_REPLY_ERROR)
@@ -331,7 +330,7 @@ static void wait_done(void *arg, redisReply *reply)
 
 /* The timeout of the next WAIT: what is left of wait_timeout for the
  * oldest waiter (the first queued), at least 1 ms (0 would wait forever). */
-static uint64_t wait_left(struct cache_redis *r)
+static uint64_t wait_left(struct redis *r)
 {
     const struct waiter *w = list_entry(r->waiters.next, struct waiter, link);
     uint64_t now = uv_now(r->loop), end = w->since_ms + (uint64_t)r->wait_timeout_ms;
@@ -339,7 +338,7 @@ static uint64_t wait_left(struct cache_redis *r)
 }
 
 /* One WAIT for every waiter queued. */
-static int send_wait(struct cache_redis *r)
+static int send_wait(struct redis *r)
 {
     char n[16], ms[24];
     struct wait_batch *b = malloc(sizeof(*b));
@@ -360,7 +359,7 @@ static int send_wait(struct cache_redis *r)
     return 0;
 }
 
-int cache_redis_wait(struct cache_redis *r, cache_redis_wait_fn cb, void *arg)
+int redis_wait(struct redis *r, redis_wait_fn cb, void *arg)
 {
     if (r->state != ST_UP || !r->ac || r->channel)
         return -ENOTCONN;
@@ -381,7 +380,7 @@ int cache_redis_wait(struct cache_redis *r, cache_redis_wait_fn cb, void *arg)
 
 /* --- up and down ------------------------------------------------------- */
 
-static void set_gauge(struct cache_redis *r, int up)
+static void set_gauge(struct redis *r, int up)
 {
     if (r->slot && !r->channel)
         metrics_set(r->slot->redis_up, (uint64_t)up);
@@ -389,7 +388,7 @@ static void set_gauge(struct cache_redis *r, int up)
 
 static void on_subscription(redisAsyncContext *ac, void *reply, void *privdata);
 
-static void subscribe(struct cache_redis *r)
+static void subscribe(struct redis *r)
 {
     const char *argv[] = {"SUBSCRIBE", r->channel};
     redisAsyncCommandArgv(r->ac, on_subscription, r, 2, argv, NULL);
@@ -397,7 +396,7 @@ static void subscribe(struct cache_redis *r)
 
 /* A subscriber's tick: SUBSCRIBE again every half timeout; 1 when the
  * last one was not confirmed within the timeout. */
-static int probe_late(struct cache_redis *r, uint64_t now)
+static int probe_late(struct redis *r, uint64_t now)
 {
     if (r->probe_out)
         return now - r->probe_ms >= (uint64_t)r->timeout_ms;
@@ -411,7 +410,7 @@ static int probe_late(struct cache_redis *r, uint64_t now)
 
 static void on_tick(uv_timer_t *t)
 {
-    struct cache_redis *r = t->data;
+    struct redis *r = t->data;
     uint64_t now = uv_now(r->loop);
     if (!r->ac)
         return;
@@ -430,7 +429,7 @@ static void on_tick(uv_timer_t *t)
     drop(r);
 }
 
-static void became_up(struct cache_redis *r)
+static void became_up(struct redis *r)
 {
     r->state = ST_UP;
     uv_timer_stop(&r->retry);
@@ -455,7 +454,7 @@ static void became_up(struct cache_redis *r)
 
 static void on_retry(uv_timer_t *t)
 {
-    struct cache_redis *r = t->data;
+    struct redis *r = t->data;
     if (r->state == ST_WAITING)
         start_attempt(r);
     else if (r->state == ST_CONNECTING || r->state == ST_HANDSHAKE)
@@ -464,7 +463,7 @@ static void on_retry(uv_timer_t *t)
 
 /* The connection is gone (or never came): forget the context, tell once,
  * and try again after the backoff. */
-static void lost(struct cache_redis *r, int was_up, const char *why)
+static void lost(struct redis *r, int was_up, const char *why)
 {
     r->ac = NULL;
     uv_timer_stop(&r->tick);
@@ -492,11 +491,11 @@ static void lost(struct cache_redis *r, int was_up, const char *why)
     uv_timer_start(&r->retry, on_retry, delay < BACKOFF_MAX_MS ? delay : BACKOFF_MAX_MS, 0);
 }
 
-static void finish_close(struct cache_redis *r);
+static void finish_close(struct redis *r);
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
-    struct cache_redis *r = ac->data;
+    struct redis *r = ac->data;
     int was_up = r->state == ST_UP || (r->state == ST_DROPPING && r->up_before_drop);
     (void)status;
     if (r->state == ST_CLOSING) {
@@ -512,7 +511,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
  * deadline). Pending callbacks run with NULL now (or, inside a hiredis
  * callback, once it returns).
  */
-static void drop(struct cache_redis *r)
+static void drop(struct redis *r)
 {
     redisAsyncContext *ac = r->ac;
     if (!ac)
@@ -537,7 +536,7 @@ static void drop(struct cache_redis *r)
 
 static void hs_step(void *arg, redisReply *reply)
 {
-    struct cache_redis *r = arg;
+    struct redis *r = arg;
     if (reply && reply->type == REDIS_REPLY_ERROR && r->state == ST_HANDSHAKE) {
         log_error("%s: %s:%d refused the handshake: %s", r->name, r->url.host, r->url.port, reply->str);
         drop(r);
@@ -546,7 +545,7 @@ static void hs_step(void *arg, redisReply *reply)
 
 static void hs_ping(void *arg, redisReply *reply)
 {
-    struct cache_redis *r = arg;
+    struct redis *r = arg;
     if (!reply || r->state != ST_HANDSHAKE)
         return;
     if (reply->type == REDIS_REPLY_ERROR) /* e.g. LOADING after a restart */
@@ -558,7 +557,7 @@ static void hs_ping(void *arg, redisReply *reply)
 /* With Sentinel: the server must say it is the primary. */
 static void hs_role(void *arg, redisReply *reply)
 {
-    struct cache_redis *r = arg;
+    struct redis *r = arg;
     if (!reply || r->state != ST_HANDSHAKE)
         return;
     const char *role = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
@@ -574,7 +573,7 @@ static void hs_role(void *arg, redisReply *reply)
 
 static void on_subscription(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    struct cache_redis *r = privdata;
+    struct redis *r = privdata;
     redisReply *rep = reply;
     (void)ac;
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || rep->element[0]->type != REDIS_REPLY_STRING)
@@ -591,7 +590,7 @@ static void on_subscription(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
-static void handshake(struct cache_redis *r)
+static void handshake(struct redis *r)
 {
     char db[16];
     r->state = ST_HANDSHAKE;
@@ -604,7 +603,7 @@ static void handshake(struct cache_redis *r)
         const char *argv[] = {"SELECT", db};
         send_argv(r, hs_step, r, 2, argv, NULL);
     }
-    if (r->sentinel) {
+    if (r->primary) {
         const char *argv[] = {"ROLE"};
         send_argv(r, hs_role, r, 1, argv, NULL);
     }
@@ -620,7 +619,7 @@ static void handshake(struct cache_redis *r)
 
 static void on_connect(const redisAsyncContext *ac, int status)
 {
-    struct cache_redis *r = ac->data;
+    struct redis *r = ac->data;
     if (status == REDIS_OK && r->state == ST_CONNECTING) {
         handshake(r);
         return;
@@ -699,7 +698,7 @@ static int attach(redisAsyncContext *ac, uv_loop_t *loop)
     return 0;
 }
 
-static void connect_to(struct cache_redis *r)
+static void connect_to(struct redis *r)
 {
     redisAsyncContext *ac = redisAsyncConnect(r->addr, r->url.port);
     if (!ac || ac->err) {
@@ -726,7 +725,7 @@ static void connect_to(struct cache_redis *r)
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-    struct cache_redis *r = req->data;
+    struct redis *r = req->data;
     r->resolving = 0;
     if (r->state == ST_CLOSING) {
         uv_freeaddrinfo(res);
@@ -746,7 +745,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 }
 
 /* Connects to url.host (a literal at once, a name once resolved). */
-static void resolve(struct cache_redis *r)
+static void resolve(struct redis *r)
 {
     unsigned char buf[16];
     if (inet_pton(AF_INET, r->url.host, buf) == 1 || inet_pton(AF_INET6, r->url.host, buf) == 1) {
@@ -766,7 +765,7 @@ static void resolve(struct cache_redis *r)
 
 static void on_primary(void *arg, int status, const char *host, int port)
 {
-    struct cache_redis *r = arg;
+    struct redis *r = arg;
     r->asking = 0;
     if (r->state == ST_CLOSING) {
         finish_close(r);
@@ -783,9 +782,9 @@ static void on_primary(void *arg, int status, const char *host, int port)
     resolve(r);
 }
 
-static void start_attempt(struct cache_redis *r)
+static void start_attempt(struct redis *r)
 {
-    if (!r->sentinel) {
+    if (!r->primary) {
         resolve(r);
         return;
     }
@@ -798,12 +797,12 @@ static void start_attempt(struct cache_redis *r)
     }
     r->state = ST_ASKING;
     r->asking = 1;
-    cache_sentinel_ask(r->sentinel, &r->ask, on_primary, r);
+    r->primary->ask(r->primary->impl, &r->ask, on_primary, r);
 }
 
-void cache_redis_retarget(struct cache_redis *r, const char *host, int port)
+void redis_retarget(struct redis *r, const char *host, int port)
 {
-    if (!r->sentinel || strlen(host) >= sizeof r->hint_host || r->state == ST_CLOSING)
+    if (!r->primary || strlen(host) >= sizeof r->hint_host || r->state == ST_CLOSING)
         return;
     int same = strcmp(r->url.host, host) == 0 && r->url.port == port;
     if ((r->state == ST_CONNECTING || r->state == ST_HANDSHAKE || r->state == ST_UP) && same)
@@ -816,7 +815,7 @@ void cache_redis_retarget(struct cache_redis *r, const char *host, int port)
         r->hurry = 0;
         start_attempt(r);
     } else if (r->state == ST_ASKING) { /* the Sentinel asked may be the one that is gone */
-        cache_sentinel_cancel(&r->ask);
+        r->primary->cancel(&r->ask);
         r->asking = 0;
         start_attempt(r);
     } else if (r->state == ST_CONNECTING || r->state == ST_HANDSHAKE || r->state == ST_UP) {
@@ -826,17 +825,17 @@ void cache_redis_retarget(struct cache_redis *r, const char *host, int port)
     }
 }
 
-struct cache_redis *cache_redis_new(uv_loop_t *loop, const struct cache_redis_opts *o, char *err, size_t errlen)
+struct redis *redis_new(uv_loop_t *loop, const struct redis_opts *o, char *err, size_t errlen)
 {
-    struct cache_redis *r = calloc(1, sizeof(*r));
+    struct redis *r = calloc(1, sizeof(*r));
     int has_url = o->url && *o->url;
-    if (!r || (has_url ? cache_redis_parse_url(o->url, &r->url) < 0 : !o->sentinel)) {
+    if (!r || (has_url ? redis_parse_url(o->url, &r->url) < 0 : !o->primary)) {
         snprintf(err, errlen, r ? "redis.url: \"%s\" is not redis://[:password@]host[:port][/db]" : "out of memory",
                  o->url ? o->url : "");
         free(r);
         return NULL;
     }
-    if (o->sentinel) /* the Sentinels give the address */
+    if (o->primary) /* the Sentinels give the address */
         r->url.host[0] = '\0';
     r->loop = loop;
     r->name = strdup(o->name ? o->name : "redis");
@@ -853,7 +852,7 @@ struct cache_redis *cache_redis_new(uv_loop_t *loop, const struct cache_redis_op
     r->on_state = o->on_state;
     r->arg = o->arg;
     r->slot = o->slot;
-    r->sentinel = o->sentinel;
+    r->primary = o->primary;
     r->wait_replicas = o->wait_replicas > 0 ? o->wait_replicas : 0;
     r->wait_timeout_ms = o->wait_timeout_ms > 0 ? o->wait_timeout_ms : 500;
     list_init(&r->pending);
@@ -870,7 +869,7 @@ struct cache_redis *cache_redis_new(uv_loop_t *loop, const struct cache_redis_op
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    struct cache_redis *r = h->data;
+    struct redis *r = h->data;
     if (--r->handles > 0)
         return;
     void (*done)(void *) = r->closed;
@@ -882,7 +881,7 @@ static void on_timer_closed(uv_handle_t *h)
         done(arg);
 }
 
-static void finish_close(struct cache_redis *r)
+static void finish_close(struct redis *r)
 {
     if (r->ac || r->resolving || r->asking || r->finishing)
         return;
@@ -894,7 +893,7 @@ static void finish_close(struct cache_redis *r)
     uv_close((uv_handle_t *)&r->tick, on_timer_closed);
 }
 
-void cache_redis_close(struct cache_redis *r, void (*done)(void *arg), void *arg)
+void redis_close(struct redis *r, void (*done)(void *arg), void *arg)
 {
     enum state was = r->state;
     r->closed = done;
@@ -904,7 +903,7 @@ void cache_redis_close(struct cache_redis *r, void (*done)(void *arg), void *arg
     if (r->resolving)
         uv_cancel((uv_req_t *)&r->gai);
     if (r->asking) {
-        cache_sentinel_cancel(&r->ask);
+        r->primary->cancel(&r->ask);
         r->asking = 0;
     }
     if (!r->ac) {

@@ -1,6 +1,6 @@
 /*
  * Finding the Redis primary through Redis Sentinel, one per worker, shared
- * by the worker's Redis connections (cache/redis.c), as Sentinel's client
+ * by the worker's Redis connections (redis/redis.c), as Sentinel's client
  * guidelines describe:
  *
  * - Asking: `SENTINEL get-master-addr-by-name <name>` on a connection kept
@@ -13,7 +13,7 @@
  *   `+switch-master`; a switch of our primary is handed to on_switch (the
  *   caller drops its connections to the old address). The subscriber moves
  *   to the next Sentinel when it cannot come up, at once when it loses a
- *   Sentinel it was subscribed to (a late probe: cache/redis.h), and when
+ *   Sentinel it was subscribed to (a late probe: redis/redis.h), and when
  *   the asking connection finds its Sentinel unreachable; each time it
  *   comes up it asks once and hands the answer to on_switch too, so a
  *   switch it missed while moving is followed as well.
@@ -22,34 +22,24 @@
  * server is the primary (ROLE), and asks again whenever its connection is
  * lost or refused.
  *
- * Ownership: cache_sentinel_new() returns the object; cache_sentinel_close()
+ * Ownership: sentinel_new() returns the object; sentinel_close()
  * frees it once its connections and timers closed, then calls done. The
- * storage of an ask (struct cache_sentinel_ask) is the caller's and must
+ * storage of an ask (struct redis_primary_ask) is the caller's and must
  * stay valid until its callback ran or the ask was cancelled. Callbacks
  * never run from within the call that started the ask.
  */
-#ifndef COHORT_CACHE_SENTINEL_H
-#define COHORT_CACHE_SENTINEL_H
+#ifndef COHORT_REDIS_SENTINEL_H
+#define COHORT_REDIS_SENTINEL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-#include "core/list.h"
+#include "redis/redis.h"
 
-struct cache_sentinel;
+struct sentinel;
 
-/* status 0: host (a string valid during the call) and port name the
- * primary; -EHOSTUNREACH: no Sentinel answered; -ECANCELED: closing. */
-typedef void (*cache_sentinel_fn)(void *arg, int status, const char *host, int port);
-
-struct cache_sentinel_ask {
-    struct list_node link;
-    cache_sentinel_fn cb;
-    void *arg;
-};
-
-struct cache_sentinel_opts {
+struct sentinel_opts {
     const char *addrs;        /* "host:port,[ipv6]:port,...", tried in this order */
     const char *master_name;  /* as in `sentinel monitor <name> ...` */
     int64_t timeout_ms;       /* to reach a Sentinel and have its answer */
@@ -59,17 +49,22 @@ struct cache_sentinel_opts {
 
 /* Starts the subscriber at once. NULL with a message in err for a bad
  * address or when out of memory. */
-struct cache_sentinel *cache_sentinel_new(uv_loop_t *loop, const struct cache_sentinel_opts *o, char *err,
-                                          size_t errlen);
+struct sentinel *sentinel_new(uv_loop_t *loop, const struct sentinel_opts *o, char *err, size_t errlen);
 
 /* Asks for the primary's address; cb(arg, ...) runs later, exactly once,
- * unless the ask is cancelled first. Not after cache_sentinel_close. */
-void cache_sentinel_ask(struct cache_sentinel *s, struct cache_sentinel_ask *a, cache_sentinel_fn cb, void *arg);
+ * unless the ask is cancelled first: status 0 with host (valid during the
+ * call) and port, -EHOSTUNREACH when no Sentinel answered, -ECANCELED when
+ * closing. Not after sentinel_close. */
+void sentinel_ask(struct sentinel *s, struct redis_primary_ask *a, redis_primary_fn cb, void *arg);
 
 /* Forgets an ask still under way (a no-op for one already answered). */
-void cache_sentinel_cancel(struct cache_sentinel_ask *a);
+void sentinel_cancel(struct redis_primary_ask *a);
+
+/* The Sentinels as a primary source for redis_opts.primary; valid as long
+ * as s. */
+const struct redis_primary *sentinel_primary(struct sentinel *s);
 
 /* Closes the connections; asks still under way get -ECANCELED. */
-void cache_sentinel_close(struct cache_sentinel *s, void (*done)(void *arg), void *arg);
+void sentinel_close(struct sentinel *s, void (*done)(void *arg), void *arg);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * The primary's address from Redis Sentinel. See sentinel.h.
  *
- * Both connections are cache_redis ones (cache/redis.c), so they get its
+ * Both connections are redis ones (redis/redis.c), so they get its
  * resolving, backoff and command timeout: `q` carries the questions to the
  * Sentinel at index `cur`, `sub` listens on +switch-master at `sub_cur`.
  * Moving to the next Sentinel closes a connection and opens another; a
@@ -13,27 +13,26 @@
  * timeout moves on.
  *
  * A Sentinel found unreachable by one connection is left by both: the
- * subscriber that lost its Sentinel (a late probe, cache/redis.c) moves to
+ * subscriber that lost its Sentinel (a late probe, redis/redis.c) moves to
  * the next one at once, and takes an idle `q` on the same Sentinel with
  * it; `q` leaving a Sentinel that did not answer takes the subscriber
  * along. So the subscription never stays on a Sentinel this worker found
  * dead, and a +switch-master published by the others is heard.
  */
-#include "cache/sentinel.h"
+#include "redis/sentinel.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache/redis.h"
 #include "core/log.h"
 
 #define SWITCH_CHANNEL "+switch-master"
 #define TICK_MIN_MS 20
 #define TICK_MAX_MS 250
 
-struct cache_sentinel {
+struct sentinel {
     uv_loop_t *loop;
     char **addrs;               /* "host:port", as configured */
     size_t n;
@@ -42,32 +41,33 @@ struct cache_sentinel {
     void (*on_switch)(void *arg, const char *host, int port);
     void *arg;
 
-    struct list_node asks;      /* struct cache_sentinel_ask */
-    struct cache_redis *q;      /* to addrs[cur]; NULL until needed */
+    struct list_node asks;      /* struct redis_primary_ask */
+    struct redis *q;      /* to addrs[cur]; NULL until needed */
     size_t cur, tried;          /* tried: Sentinels left behind in this round */
     int querying;               /* a question is in flight on q */
     uint64_t wait_since;        /* asks wait for q to come up since then; 0: not waiting */
     const char *leave_why;      /* deferred to kick: leave q for the next Sentinel */
     int warned;                 /* a failure was logged since the last answer */
 
-    struct cache_redis *sub;    /* to addrs[sub_cur] */
+    struct redis *sub;    /* to addrs[sub_cur] */
     size_t sub_cur;
     uint64_t sub_down_since;
     int sub_lost;               /* deferred to kick: the subscriber lost its Sentinel */
-    struct cache_sentinel_ask self_ask;
+    struct redis_primary_ask self_ask;
     int self_asking;
 
+    struct redis_primary primary; /* sentinel_primary */
     uv_timer_t tick, kick;
     int closing, retiring, handles;
     void (*done)(void *arg);
     void *done_arg;
 };
 
-static void pump(struct cache_sentinel *s);
+static void pump(struct sentinel *s);
 static void on_kick(uv_timer_t *t);
-static void move_sub(struct cache_sentinel *s);
+static void move_sub(struct sentinel *s);
 
-static void kick_soon(struct cache_sentinel *s)
+static void kick_soon(struct sentinel *s)
 {
     if (!s->closing)
         uv_timer_start(&s->kick, on_kick, 0, 0);
@@ -77,12 +77,12 @@ static void kick_soon(struct cache_sentinel *s)
 
 /* Hands one outcome to every ask waiting; asks made by the callbacks wait
  * for the next round. */
-static void deliver(struct cache_sentinel *s, int status, const char *host, int port)
+static void deliver(struct sentinel *s, int status, const char *host, int port)
 {
     struct list_node now;
     list_take_all(&now, &s->asks);
     while (!list_empty(&now)) {
-        struct cache_sentinel_ask *a = list_entry(now.next, struct cache_sentinel_ask, link);
+        struct redis_primary_ask *a = list_entry(now.next, struct redis_primary_ask, link);
         list_unlink(&a->link);
         a->cb(a->arg, status, host, port);
     }
@@ -92,17 +92,17 @@ static void deliver(struct cache_sentinel *s, int status, const char *host, int 
 
 static void retired(void *arg);
 
-static void retire(struct cache_sentinel *s, struct cache_redis *r)
+static void retire(struct sentinel *s, struct redis *r)
 {
     if (!r)
         return;
     s->retiring++;
-    cache_redis_close(r, retired, s);
+    redis_close(r, retired, s);
 }
 
 /* The Sentinel at cur could not answer: the next one is asked, or, when
  * every one was, the asks fail and the next ask starts a new round. */
-static void leave(struct cache_sentinel *s, const char *why)
+static void leave(struct sentinel *s, const char *why)
 {
     if (!s->warned)
         log_warn("redis sentinel: %s %s; asking the next Sentinel", s->addrs[s->cur], why);
@@ -134,7 +134,7 @@ static int parse_port(const redisReply *r)
 
 static void on_answer(void *arg, redisReply *rep)
 {
-    struct cache_sentinel *s = arg;
+    struct sentinel *s = arg;
     s->querying = 0;
     if (s->closing)
         return;
@@ -162,27 +162,27 @@ static void on_answer(void *arg, redisReply *rep)
 
 static void on_q_state(void *arg, int up)
 {
-    struct cache_sentinel *s = arg;
+    struct sentinel *s = arg;
     if (up) {
         s->wait_since = 0;
         pump(s);
     }
 }
 
-static int open_q(struct cache_sentinel *s)
+static int open_q(struct sentinel *s)
 {
     char url[300], err[256];
     snprintf(url, sizeof url, "redis://%s", s->addrs[s->cur]);
-    struct cache_redis_opts o = {.url = url, .command_timeout_ms = s->timeout_ms, .on_state = on_q_state,
-                                 .arg = s, .name = "redis sentinel"};
-    s->q = cache_redis_new(s->loop, &o, err, sizeof err);
+    struct redis_opts o = {.url = url, .command_timeout_ms = s->timeout_ms, .on_state = on_q_state,
+                           .arg = s, .name = "redis sentinel"};
+    s->q = redis_new(s->loop, &o, err, sizeof err);
     if (!s->q)
         log_error("redis sentinel: %s", err);
     return s->q ? 0 : -ENOMEM;
 }
 
 /* Sends the question when there are asks and q is up; opens q if needed. */
-static void pump(struct cache_sentinel *s)
+static void pump(struct sentinel *s)
 {
     if (s->closing || s->querying || list_empty(&s->asks))
         return;
@@ -190,13 +190,13 @@ static void pump(struct cache_sentinel *s)
         deliver(s, -ENOMEM, NULL, 0);
         return;
     }
-    if (!cache_redis_up(s->q)) {
+    if (!redis_up(s->q)) {
         if (!s->wait_since)
             s->wait_since = uv_now(s->loop);
         return; /* on_q_state, or the tick's deadline */
     }
     const char *argv[] = {"SENTINEL", "get-master-addr-by-name", s->master};
-    if (cache_redis_command(s->q, on_answer, s, 3, argv, NULL) == 0)
+    if (redis_command(s->q, on_answer, s, 3, argv, NULL) == 0)
         s->querying = 1;
     else
         leave(s, "refused the question");
@@ -204,7 +204,7 @@ static void pump(struct cache_sentinel *s)
 
 /* The subscriber lost its Sentinel: an idle q there goes too (one
  * asking finds out by its own timeout), then the subscriber moves. */
-static void sub_lost(struct cache_sentinel *s)
+static void sub_lost(struct sentinel *s)
 {
     if (s->q && s->cur == s->sub_cur && !s->querying) {
         retire(s, s->q);
@@ -217,7 +217,7 @@ static void sub_lost(struct cache_sentinel *s)
 
 static void on_kick(uv_timer_t *t)
 {
-    struct cache_sentinel *s = t->data;
+    struct sentinel *s = t->data;
     const char *why = s->leave_why;
     s->leave_why = NULL;
     if (why)
@@ -229,7 +229,7 @@ static void on_kick(uv_timer_t *t)
     pump(s);
 }
 
-void cache_sentinel_ask(struct cache_sentinel *s, struct cache_sentinel_ask *a, cache_sentinel_fn cb, void *arg)
+void sentinel_ask(struct sentinel *s, struct redis_primary_ask *a, redis_primary_fn cb, void *arg)
 {
     a->cb = cb;
     a->arg = arg;
@@ -238,9 +238,19 @@ void cache_sentinel_ask(struct cache_sentinel *s, struct cache_sentinel_ask *a, 
     kick_soon(s);
 }
 
-void cache_sentinel_cancel(struct cache_sentinel_ask *a)
+void sentinel_cancel(struct redis_primary_ask *a)
 {
     list_unlink(&a->link);
+}
+
+static void primary_ask(void *impl, struct redis_primary_ask *a, redis_primary_fn cb, void *arg)
+{
+    sentinel_ask(impl, a, cb, arg);
+}
+
+const struct redis_primary *sentinel_primary(struct sentinel *s)
+{
+    return &s->primary;
 }
 
 /* --- following --------------------------------------------------------- */
@@ -248,7 +258,7 @@ void cache_sentinel_cancel(struct cache_sentinel_ask *a)
 /* "<name> <old-ip> <old-port> <new-ip> <new-port>" */
 static void on_switch_msg(void *arg, const char *msg, size_t len)
 {
-    struct cache_sentinel *s = arg;
+    struct sentinel *s = arg;
     char buf[512], *save = NULL, *f[5];
     int n = 0;
     if (len >= sizeof buf)
@@ -269,7 +279,7 @@ static void on_switch_msg(void *arg, const char *msg, size_t len)
 
 static void on_self_answer(void *arg, int status, const char *host, int port)
 {
-    struct cache_sentinel *s = arg;
+    struct sentinel *s = arg;
     s->self_asking = 0;
     if (status == 0 && s->on_switch)
         s->on_switch(s->arg, host, port);
@@ -277,7 +287,7 @@ static void on_self_answer(void *arg, int status, const char *host, int port)
 
 static void on_sub_state(void *arg, int up)
 {
-    struct cache_sentinel *s = arg;
+    struct sentinel *s = arg;
     s->sub_down_since = up ? 0 : uv_now(s->loop);
     if (!up && s->n > 1 && !s->closing) {
         log_warn("redis sentinel: lost the subscription at %s; listening through the next Sentinel",
@@ -287,18 +297,18 @@ static void on_sub_state(void *arg, int up)
     }
     if (up && !s->self_asking && !s->closing) {
         s->self_asking = 1;
-        cache_sentinel_ask(s, &s->self_ask, on_self_answer, s);
+        sentinel_ask(s, &s->self_ask, on_self_answer, s);
     }
 }
 
-static int open_sub(struct cache_sentinel *s)
+static int open_sub(struct sentinel *s)
 {
     char url[300], err[256];
     snprintf(url, sizeof url, "redis://%s", s->addrs[s->sub_cur]);
-    struct cache_redis_opts o = {.url = url, .command_timeout_ms = s->timeout_ms, .channel = SWITCH_CHANNEL,
-                                 .on_message = on_switch_msg, .on_state = on_sub_state, .arg = s,
-                                 .name = "redis sentinel subscriber"};
-    s->sub = cache_redis_new(s->loop, &o, err, sizeof err);
+    struct redis_opts o = {.url = url, .command_timeout_ms = s->timeout_ms, .channel = SWITCH_CHANNEL,
+                           .on_message = on_switch_msg, .on_state = on_sub_state, .arg = s,
+                           .name = "redis sentinel subscriber"};
+    s->sub = redis_new(s->loop, &o, err, sizeof err);
     s->sub_down_since = uv_now(s->loop);
     if (!s->sub)
         log_error("redis sentinel: %s", err);
@@ -306,7 +316,7 @@ static int open_sub(struct cache_sentinel *s)
 }
 
 /* The subscriber to the next Sentinel. */
-static void move_sub(struct cache_sentinel *s)
+static void move_sub(struct sentinel *s)
 {
     retire(s, s->sub);
     s->sub = NULL;
@@ -317,7 +327,7 @@ static void move_sub(struct cache_sentinel *s)
 
 static void on_tick(uv_timer_t *t)
 {
-    struct cache_sentinel *s = t->data;
+    struct sentinel *s = t->data;
     uint64_t now = uv_now(s->loop), limit = (uint64_t)s->timeout_ms;
     if (s->q && s->wait_since && !s->querying && !list_empty(&s->asks) && now - s->wait_since >= limit)
         leave(s, "cannot be reached");
@@ -327,7 +337,7 @@ static void on_tick(uv_timer_t *t)
 
 /* --- life -------------------------------------------------------------- */
 
-static void free_all(struct cache_sentinel *s)
+static void free_all(struct sentinel *s)
 {
     for (size_t i = 0; i < s->n; i++)
         free(s->addrs[i]);
@@ -337,7 +347,7 @@ static void free_all(struct cache_sentinel *s)
 }
 
 /* Splits "a,b,c" into s->addrs. */
-static int split_addrs(struct cache_sentinel *s, const char *list)
+static int split_addrs(struct sentinel *s, const char *list)
 {
     for (const char *p = list; p && *p;) {
         const char *end = strchr(p, ',');
@@ -354,10 +364,10 @@ static int split_addrs(struct cache_sentinel *s, const char *list)
     return s->n ? 0 : -EINVAL;
 }
 
-struct cache_sentinel *cache_sentinel_new(uv_loop_t *loop, const struct cache_sentinel_opts *o, char *err,
-                                          size_t errlen)
+struct sentinel *sentinel_new(uv_loop_t *loop, const struct sentinel_opts *o, char *err,
+                              size_t errlen)
 {
-    struct cache_sentinel *s = calloc(1, sizeof(*s));
+    struct sentinel *s = calloc(1, sizeof(*s));
     int rc = s ? split_addrs(s, o->addrs) : -ENOMEM;
     if (!rc && !(s->master = strdup(o->master_name ? o->master_name : "mymaster")))
         rc = -ENOMEM;
@@ -371,6 +381,7 @@ struct cache_sentinel *cache_sentinel_new(uv_loop_t *loop, const struct cache_se
     s->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 1000;
     s->on_switch = o->on_switch;
     s->arg = o->arg;
+    s->primary = (struct redis_primary){.ask = primary_ask, .cancel = sentinel_cancel, .impl = s};
     list_init(&s->asks);
     uv_timer_init(loop, &s->tick);
     uv_timer_init(loop, &s->kick);
@@ -381,13 +392,13 @@ struct cache_sentinel *cache_sentinel_new(uv_loop_t *loop, const struct cache_se
     uv_timer_start(&s->tick, on_tick, every, every);
     if (open_sub(s) < 0) {
         snprintf(err, errlen, "redis.sentinels: \"%s\" is not host:port", s->addrs[s->sub_cur]);
-        cache_sentinel_close(s, NULL, NULL);
+        sentinel_close(s, NULL, NULL);
         return NULL;
     }
     return s;
 }
 
-static void maybe_finish(struct cache_sentinel *s)
+static void maybe_finish(struct sentinel *s)
 {
     if (s->retiring || s->handles)
         return;
@@ -400,7 +411,7 @@ static void maybe_finish(struct cache_sentinel *s)
 
 static void retired(void *arg)
 {
-    struct cache_sentinel *s = arg;
+    struct sentinel *s = arg;
     s->retiring--;
     if (s->closing)
         maybe_finish(s);
@@ -408,12 +419,12 @@ static void retired(void *arg)
 
 static void timer_closed(uv_handle_t *h)
 {
-    struct cache_sentinel *s = h->data;
+    struct sentinel *s = h->data;
     s->handles--;
     maybe_finish(s);
 }
 
-void cache_sentinel_close(struct cache_sentinel *s, void (*done)(void *arg), void *arg)
+void sentinel_close(struct sentinel *s, void (*done)(void *arg), void *arg)
 {
     s->closing = 1;
     s->done = done;

@@ -35,7 +35,7 @@ const char *cfg_check_group(const char *in, const char **out)
     return getgrnam(in) ? NULL : "is not a group on this system";
 }
 
-/* The form only; cache/redis.c parses it. An empty URL means no Redis. */
+/* The form only; redis/redis.c parses it. An empty URL means no Redis. */
 const char *cfg_check_redis_url(const char *in, const char **out)
 {
     *out = in;
@@ -603,7 +603,7 @@ int cfg_set_key(struct ctx *x, const struct cfg_key *k, const char *path, json_t
 
 /*
  * The form of one "host:port" or "[ipv6]:port". Unlike upstream servers, a
- * host name is kept as it is: cache/redis.c resolves it at every connection,
+ * host name is kept as it is: redis/redis.c resolves it at every connection,
  * so a Sentinel that moves to another address is still found.
  */
 static const char *addr_form(const char *s, size_t n)

@@ -8,7 +8,6 @@
 #include "core/log.h"
 #include "core/logbuf.h"
 #include "http/reqid.h"
-#include "http/server.h"
 
 #define BUF_SIZE (64 * 1024)
 
@@ -86,36 +85,14 @@ size_t accesslog_format(char *buf, const struct accesslog_fields *f)
     return (size_t)(p - buf);
 }
 
-void accesslog_write(struct http_exchange *x, int status, uint64_t duration_us)
+void accesslog_write(struct accesslog_fields *f)
 {
     char *dst = logbuf_reserve(&alog.sink);
     if (!dst)
         return;
-    char client[64];
-    struct accesslog_fields f = {.status = status, .worker = alog.worker_id, .duration_us = duration_us,
-                                 .bytes_out = x->bytes_out, .client = client};
-    clock_gettime(CLOCK_REALTIME, &f.time);
-    f.id = http_request_id(x, &f.id_len);
-    if (x->head_len) { /* the head parsed: its fields are there */
-        f.method = x->req.method_str;
-        f.method_len = x->req.method_len;
-        f.path = x->req.target;
-        f.path_len = x->req.target_len;
-        f.user_agent = http_req_header(x, "User-Agent", &f.user_agent_len);
-        f.bytes_in = (uint64_t)x->head_len + x->raw_body;
-    }
-    if (x->match.route) {
-        f.route = x->match.route->name;
-        f.route_len = strlen(f.route);
-    }
-    f.client_len = http_peer_addr(x, client, sizeof(client));
-    if (!f.client_len)
-        f.client = NULL;
-    if (x->upstream) {
-        f.upstream = x->upstream;
-        f.upstream_len = strlen(x->upstream);
-    }
-    logbuf_commit(&alog.sink, accesslog_format(dst, &f));
+    f->worker = alog.worker_id;
+    clock_gettime(CLOCK_REALTIME, &f->time);
+    logbuf_commit(&alog.sink, accesslog_format(dst, f));
 }
 
 /* --- the sink's life ----------------------------------------------------- */

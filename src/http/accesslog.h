@@ -29,8 +29,6 @@
 #define ACCESSLOG_UA_MAX 512
 #define ACCESSLOG_FLUSH_MS 100
 
-struct http_exchange;
-
 /* Nonzero while the access log is on: the engine checks it before calling. */
 extern int accesslog_enabled;
 
@@ -48,14 +46,9 @@ void accesslog_close(void);
 /* Flushes what is buffered now. */
 void accesslog_flush(void);
 
-/* One line for a finished (or abandoned) exchange. Call only while the
- * request's bytes are still valid. */
-void accesslog_write(struct http_exchange *x, int status, uint64_t duration_us);
-
-/*
- * Formats one line into buf (at least LOGBUF_LINE_MAX bytes) and returns
- * its length, newline included. Pure: the unit tests call it.
- */
+/* One request's line: what the engine knows of it (NULL strings are
+ * written as null). Absent from the engine's view: the time and the
+ * worker, which accesslog_write fills in. */
 struct accesslog_fields {
     const char *id, *method, *path, *route, *client, *user_agent, *upstream;
     size_t id_len, method_len, path_len, route_len, client_len, user_agent_len, upstream_len;
@@ -63,6 +56,15 @@ struct accesslog_fields {
     uint64_t bytes_in, bytes_out, duration_us;
     struct timespec time;
 };
+
+/* Writes a line for a finished (or abandoned) request; sets f's time and
+ * worker. The strings need to live only during the call. */
+void accesslog_write(struct accesslog_fields *f);
+
+/*
+ * Formats one line into buf (at least LOGBUF_LINE_MAX bytes) and returns
+ * its length, newline included. Pure: the unit tests call it.
+ */
 size_t accesslog_format(char *buf, const struct accesslog_fields *f);
 
 #endif

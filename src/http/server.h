@@ -170,10 +170,12 @@ void http_finish_file(struct http_exchange *x, const char *content_type, int fd,
  * Starts handing the request body to `fn`, decoded (Content-Length or
  * chunked), in pieces as it arrives: `data` is valid only during the call.
  * `status` is 0 while more follows, 1 with the last piece (possibly
- * empty), or negative when the body cannot be read: -400 malformed
- * chunked coding, -499 the client went away mid-body. After a negative
- * status the handler answers (http_error) or, once its response started,
- * calls http_abort. A request without a body gets one call with status 1.
+ * empty), or a negative errno when the body cannot be read: -EPROTO
+ * malformed chunked coding, -EMSGSIZE a chunked body over a limit of the
+ * decoder, -ECONNRESET the client went away mid-body. After a negative
+ * status the handler answers (http_error: 400 for -EPROTO and
+ * -ECONNRESET, 413 for -EMSGSIZE) or, once its response started, calls
+ * http_abort. A request without a body gets one call with status 1.
  * Sends "100 Continue" first when the client asked for it. The callback
  * may call http_body_pause, and may answer the request (which then closes
  * the connection if the body was not all read).

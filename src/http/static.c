@@ -111,14 +111,14 @@ static int decode_segment(const char *p, size_t n, char *out, size_t outlen, siz
             int hi = i + 2 < n ? hex_value(p[i + 1]) : -1;
             int lo = i + 2 < n ? hex_value(p[i + 2]) : -1;
             if (hi < 0 || lo < 0)
-                return -1;
+                return -EINVAL;
             c = (unsigned char)(hi << 4 | lo);
             i += 2;
         }
         if (c == '/' || c == '\\' || c < 0x20 || c == 0x7f)
-            return -1;
+            return -EINVAL;
         if (*o + 1 >= outlen)
-            return -1;
+            return -ENAMETOOLONG;
         out[(*o)++] = (char)c;
     }
     return 0;
@@ -137,7 +137,7 @@ int static_clean_path(const char *path, size_t len, char *out, size_t outlen)
     size_t o = 0, i = 0;
     int dir = 0; /* the last segment says "directory": empty, "." or ".." */
     if (outlen == 0)
-        return -1;
+        return -ENAMETOOLONG;
     while (i <= len) {
         size_t end = i;
         while (end < len && path[end] != '/')
@@ -145,17 +145,18 @@ int static_clean_path(const char *path, size_t len, char *out, size_t outlen)
         size_t start = o;
         if (o > 0) {
             if (o + 1 >= outlen)
-                return -1;
+                return -ENAMETOOLONG;
             out[o++] = '/';
         }
         size_t seg = o;
-        if (decode_segment(path + i, end - i, out, outlen, &o) < 0)
-            return -1;
+        int r = decode_segment(path + i, end - i, out, outlen, &o);
+        if (r < 0)
+            return r;
         size_t n = o - seg;
         dir = n == 0 || (n == 1 && out[seg] == '.') || (n == 2 && out[seg] == '.' && out[seg + 1] == '.');
         if (n == 2 && dir) {
             if (start == 0)
-                return -1;
+                return -EINVAL;
             o = pop_segment(out, start);
         } else if (dir) {
             o = start;
@@ -164,7 +165,7 @@ int static_clean_path(const char *path, size_t len, char *out, size_t outlen)
     }
     if (dir && o > 0) {
         if (o + 1 >= outlen)
-            return -1;
+            return -ENAMETOOLONG;
         out[o++] = '/';
     }
     out[o] = '\0';

@@ -35,11 +35,11 @@ void static_handle(struct http_exchange *x);
 /*
  * Pure helper, exposed for tests: decodes a request path's percent
  * escapes and resolves "." and ".." segments, writing a relative path
- * (no leading '/') into out. Returns its length, or -1 when the path is
- * malformed, contains NUL or an encoded '/', or climbs above the top.
- * Also refused: any other control byte and '\' (raw or encoded), and a
- * path whose output (or a step on the way to it) does not fit in outlen
- * with its NUL. "" is the top; a trailing '/' (or a last segment of "."
+ * (no leading '/') into out. Returns its length, or -EINVAL when the path
+ * is malformed, contains NUL or an encoded '/', or climbs above the top.
+ * Also refused: any other control byte and '\' (raw or encoded), with
+ * -EINVAL, and a path whose output (or a step on the way to it) does not
+ * fit in outlen with its NUL, with -ENAMETOOLONG. "" is the top; a trailing '/' (or a last segment of "."
  * or "..") is kept as a trailing '/'; empty segments collapse.
  */
 int static_clean_path(const char *path, size_t len, char *out, size_t outlen);

@@ -212,13 +212,13 @@ int stream_feed_body(struct http_conn *c)
     } else if (!avail) {
         if (!c->peer_eof)
             return 0;
-        status = -499;
+        status = -ECONNRESET;
     } else if (x->req.chunked) {
         n = avail;
         ssize_t r = http_chunked_decode(&x->dec, p, &n);
         if (r == HTTP_ERROR) {
             n = 0;
-            status = -(x->dec.status ? x->dec.status : 400);
+            status = x->dec.status == 413 ? -EMSGSIZE : -EPROTO;
         } else if (r >= 0) {
             rest = (size_t)r;
             status = 1;

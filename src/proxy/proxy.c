@@ -586,8 +586,8 @@ static void on_client_body(struct http_exchange *x, const char *data, size_t len
             http_abort(x);
             release(p);
         } else {
-            answer_error(p, status == -499 ? 400 : -status,
-                         status == -413 ? "request body too large" : "malformed request body");
+            answer_error(p, status == -EMSGSIZE ? 413 : 400,
+                         status == -EMSGSIZE ? "request body too large" : "malformed request body");
         }
         return;
     }

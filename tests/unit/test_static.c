@@ -80,7 +80,7 @@ Test(clean_path, table)
         memset(out, 'X', sizeof(out));
         int n = static_clean_path(c->in, strlen(c->in), out, sizeof(out));
         if (!c->out) {
-            cr_expect_eq(n, -1, "\"%s\": expected refusal, got %d \"%.*s\"", c->in, n, n > 0 ? n : 0, out);
+            cr_expect_eq(n, -EINVAL, "\"%s\": expected refusal, got %d \"%.*s\"", c->in, n, n > 0 ? n : 0, out);
             continue;
         }
         cr_expect_eq(n, (int)strlen(c->out), "\"%s\": length %d, expected %zu", c->in, n, strlen(c->out));
@@ -96,7 +96,7 @@ Test(clean_path, reads_only_len_bytes)
     cr_assert_eq(n, 3);
     cr_expect_str_eq(out, "abc");
     /* an escape cut off by len is no escape; a '%' cut off is malformed */
-    cr_expect_eq(static_clean_path("a%41", 3, out, sizeof(out)), -1);
+    cr_expect_eq(static_clean_path("a%41", 3, out, sizeof(out)), -EINVAL);
 }
 
 Test(clean_path, output_too_long)
@@ -104,16 +104,16 @@ Test(clean_path, output_too_long)
     char out[8];
     cr_expect_eq(static_clean_path("abcdefg", 7, out, 8), 7, "7 bytes and the NUL fit in 8");
     cr_expect_str_eq(out, "abcdefg");
-    cr_expect_eq(static_clean_path("abcdefgh", 8, out, 8), -1);
-    cr_expect_eq(static_clean_path("abc/defg", 8, out, 8), -1);
-    cr_expect_eq(static_clean_path("abcdefg/", 8, out, 8), -1, "no room for the trailing slash");
-    cr_expect_eq(static_clean_path("a", 1, out, 0), -1);
+    cr_expect_eq(static_clean_path("abcdefgh", 8, out, 8), -ENAMETOOLONG);
+    cr_expect_eq(static_clean_path("abc/defg", 8, out, 8), -ENAMETOOLONG);
+    cr_expect_eq(static_clean_path("abcdefg/", 8, out, 8), -ENAMETOOLONG, "no room for the trailing slash");
+    cr_expect_eq(static_clean_path("a", 1, out, 0), -ENAMETOOLONG);
     cr_expect_eq(static_clean_path("", 0, out, 1), 0);
 
     char big[PATH_MAX * 2];
     memset(big, 'a', sizeof(big));
     char path_out[PATH_MAX];
-    cr_expect_eq(static_clean_path(big, sizeof(big), path_out, sizeof(path_out)), -1);
+    cr_expect_eq(static_clean_path(big, sizeof(big), path_out, sizeof(path_out)), -ENAMETOOLONG);
 }
 
 /* --- static_mime_type -------------------------------------------------- */

@@ -270,7 +270,7 @@ const char *http_req_header(const struct http_exchange *x, const char *name, siz
     return x->req.headers[i].value;
 }
 
-/* --- request ids and addresses ---------------------------------------- */
+/* --- request ids ------------------------------------------------------ */
 
 const char *http_request_id(struct http_exchange *x, size_t *len)
 {

@@ -59,15 +59,17 @@ static inline struct tl_node *tl_first(const struct tl_list *l)
 
 /*
  * Calls fn(node, arg) for each node of l whose timeout passed at `now`,
- * oldest first. fn moves the node to another list or off it; one left at
- * the head is taken off, so a sweep always ends.
+ * oldest first. fn moves the node to another list, off it, or to the tail
+ * of this one with a new clock (a retry); one it left untouched at the
+ * head is taken off, so a sweep always ends.
  */
 static inline void tl_expire(struct tl_list *l, uint64_t now, void (*fn)(struct tl_node *n, void *arg), void *arg)
 {
     struct tl_node *n;
     while ((n = tl_first(l)) && now - n->since >= l->timeout_ms) {
+        uint64_t since = n->since;
         fn(n, arg);
-        if (tl_first(l) == n)
+        if (tl_first(l) == n && n->since == since)
             tl_remove(n);
     }
 }

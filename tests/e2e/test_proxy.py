@@ -127,6 +127,23 @@ def test_framing_cases(pybackend, balancer):
         assert b"Transfer-Encoding" not in head and b"Content-Length" not in head and len(body) == 70000, head
 
 
+def test_request_bodies_that_cannot_be_read(pybackend, balancer):
+    be = pybackend("b")
+    lb = balancer(group(["127.0.0.1:%d" % be.port]), workers=1)
+    # malformed chunked coding: 400 from the balancer, the connection closes
+    with rawhttp.Conn(lb.port) as c:
+        c.send(rawhttp.req("POST", "/upload", headers=[("Transfer-Encoding", "chunked")]) + b"zz\r\nhello\r\n")
+        r = c.read_response(timeout=5)
+        assert r.status == 400 and r.json() == {"error": "malformed request body"}, (r.status, r.body)
+        assert r.header("Connection") == "close"
+    # the client stops sending mid-body (half-closes): it still gets its 400
+    with rawhttp.Conn(lb.port) as c:
+        c.send(rawhttp.req("POST", "/upload", headers=[("Content-Length", "100")]) + b"0123456789")
+        c.sock.shutdown(socket.SHUT_WR)
+        r = c.read_response(timeout=5)
+        assert r.status == 400 and r.json() == {"error": "malformed request body"}, (r.status, r.body)
+
+
 def test_retries_and_the_access_log(pybackend, balancer):
     be = pybackend("alive")
     dead = conftest.free_port()  # nothing listens there

@@ -439,10 +439,9 @@ void conn_close(struct http_conn *c)
     uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
 }
 
-/* Takes one connection from a listener, or from the IPC pipe the master
- * hands connections over (round_robin and least_loaded). */
-/* Sets up a connection: uv_accept from `server` (a listener or an IPC
- * pipe), or, with fd >= 0, uv_tcp_open of a descriptor accepted here. */
+/* Sets up a connection: uv_accept from `server` (a listener, or the IPC
+ * pipe the master hands connections over in round_robin and least_loaded),
+ * or, with fd >= 0, uv_tcp_open of a descriptor accepted here. */
 static void conn_start(struct http_server *srv, uv_stream_t *server, int fd)
 {
     struct http_conn *c = calloc(1, sizeof(*c));

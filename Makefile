@@ -30,7 +30,7 @@ UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNIT:tests/unit/%.c=$(BUILD)/tests/%)
 VERSION  := $(shell cat VERSION)
 
-.PHONY: all run test unit e2e soak fuzz fuzz-build deps deps-test clean bench check-docs
+.PHONY: all run test unit e2e soak fuzz fuzz-build deps deps-test clean bench check-docs check-layers
 all: $(BUILD)/cohort
 
 $(BUILD)/cohort: $(OBJ)
@@ -117,8 +117,13 @@ fuzz: fuzz-build
 	    build/fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 | tail -n 3; \
 	done
 
+# The include graph of src/ follows the layer order (lower layers first) and
+# has no cycle between modules; see scripts/check-layers.py.
+check-layers:
+	@$(PYTHON) scripts/check-layers.py src
+
 test: deps-test
-	@$(MAKE) --no-print-directory all unit e2e
+	@$(MAKE) --no-print-directory all check-layers unit e2e
 	@$(MAKE) --no-print-directory fuzz SANITIZE=
 
 bench: all

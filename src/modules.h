@@ -1,7 +1,7 @@
 /*
  * The modules of cohort, registered with the layers below them: each
- * module's config keys and route handlers (core/config_module.h). Adding a
- * module is one line in modules.c.
+ * module's config keys and route handlers (core/config_module.h) and its
+ * master hooks (proc/hooks.h). Adding a module is one line in modules.c.
  */
 #ifndef COHORT_MODULES_H
 #define COHORT_MODULES_H

@@ -12,10 +12,11 @@
 #include "app/shop.h"
 #include "app/stats.h"
 #include "app/testroutes.h"
+#include "core/msg.h"
 #include "http/accesslog.h"
 #include "http/server.h"
 #include "http/static.h"
-#include "proc/worker.h"
+#include "proxy/health.h"
 #include "proxy/proxy.h"
 
 struct app {
@@ -42,9 +43,15 @@ static void health_handle(struct http_exchange *x)
     http_respond(x, 200, "application/json", body, sizeof(body) - 1);
 }
 
-static void upstream_state(void *arg, const void *msg, size_t len)
+static void upstream_state(void *arg, int from, const void *msg, size_t len)
 {
+    (void)from;
     proxy_on_state(arg, msg, len);
+}
+
+static int upstream_report(const void *msg, size_t len)
+{
+    return msg_send(HC_MSG_REPORT, msg, len);
 }
 
 static int add_static(struct app *a, struct router *r, const struct cfg_route *rt, char *err, size_t errlen)
@@ -105,12 +112,15 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
         app_free(a);
         return NULL;
     }
-    if (cfg->nupstreams && !(a->proxy = proxy_new(env->loop, cfg, env->slot, worker_send_upstream, err, errlen))) {
+    if (cfg->nupstreams && !(a->proxy = proxy_new(env->loop, cfg, env->slot, upstream_report, err, errlen))) {
         app_free(a);
         return NULL;
     }
-    if (a->proxy)
-        worker_on_upstream(upstream_state, a->proxy);
+    if (a->proxy && msg_register(HC_MSG_STATE, "upstream state", upstream_state, a->proxy) < 0) {
+        snprintf(err, errlen, "cannot register the upstream state message");
+        app_free(a);
+        return NULL;
+    }
     /* config routes first: among exact routes the first added wins */
     for (size_t i = 0; i < cfg->nroutes; i++) {
         if (add_route(a, r, &cfg->routes[i], err, errlen) < 0) {
@@ -183,6 +193,8 @@ void app_free(struct app *a)
 {
     if (!a)
         return;
+    if (a->proxy)
+        msg_unregister(HC_MSG_STATE);
     for (size_t i = 0; i < a->ndirs; i++)
         static_dir_free(a->dirs[i]);
     free(a->dirs);

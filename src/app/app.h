@@ -8,22 +8,9 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "core/config.h"
-#include "core/metrics.h"
-#include "http/router.h"
+#include "app/env.h"
 
 struct app;
-
-/* What a worker hands its application. Everything outlives the app. */
-struct app_env {
-    const struct cfg *cfg;
-    struct router *router;
-    uv_loop_t *loop;
-    struct metrics_shm *shm;   /* the whole counters segment (read by stats) */
-    struct metrics_slot *slot; /* this worker's slot (written by it) */
-    int worker_id;
-    int admin_fd;              /* > 0: the admin listener's socket (app/stats.c); 0: none */
-};
 
 /* Builds the routes into env->router and starts what the handlers need on
  * the loop. Returns NULL with a message in err when something cannot be set

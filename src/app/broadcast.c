@@ -5,20 +5,21 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/log.h"
+#include "core/msg.h"
 #include "http/server.h"
-#include "proc/worker.h"
 
 #define KEEP 16
 
 static json_t *received[KEEP];
 static int next_slot, me;
 
-static void on_message(const char *data, size_t len, int from, void *arg)
+static void on_message(void *arg, int from, const void *data, size_t len)
 {
     (void)arg;
     json_t *d = json_loadb(data, len, 0, NULL);
     if (!d)
-        d = json_stringn(data, len);
+        d = json_stringn((const char *)data, len);
     json_decref(received[next_slot]);
     received[next_slot] = json_pack("{s:i, s:o}", "from", from, "data", d ? d : json_null());
     next_slot = (next_slot + 1) % KEEP;
@@ -46,7 +47,7 @@ static void post_handle(struct http_exchange *x)
         return;
     }
     char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-    int r = text ? worker_send_app(text, strlen(text)) : -1;
+    int r = text ? msg_send(BROADCAST_MSG_SEND, text, strlen(text)) : -1;
     free(text);
     json_decref(body);
     if (r < 0) {
@@ -70,7 +71,21 @@ static void get_handle(struct http_exchange *x)
 int broadcast_register(struct router *r, int worker_id)
 {
     me = worker_id;
-    worker_on_app(on_message, NULL);
-    int rc = router_add(r, HTTP_M(HTTP_POST), "/api/broadcast", post_handle, NULL);
+    int rc = msg_register(BROADCAST_MSG_DELIVER, "broadcast", on_message, NULL);
+    if (rc < 0)
+        return rc;
+    rc = router_add(r, HTTP_M(HTTP_POST), "/api/broadcast", post_handle, NULL);
     return rc ? rc : router_add(r, HTTP_M(HTTP_GET), "/api/broadcast", get_handle, NULL);
+}
+
+static void relay(void *arg, int from, const void *data, size_t len)
+{
+    (void)arg;
+    if (msg_broadcast(BROADCAST_MSG_DELIVER, from, 0, data, len) < 0)
+        log_warn("broadcast from worker %d: cannot relay it", from);
+}
+
+int broadcast_master_start(void)
+{
+    return msg_register(BROADCAST_MSG_SEND, "broadcast", relay, NULL);
 }

@@ -21,7 +21,7 @@
 
 #include <stddef.h>
 
-#include "app/app.h"
+#include "app/env.h"
 #include "http/router.h"
 
 struct shop;

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "app/app.h"
+#include "app/env.h"
 #include "core/jsonw.h"
 #include "core/metrics.h"
 

@@ -18,9 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/identity.h"
 #include "core/log.h"
 #include "proc/ipc.h"
-#include "proc/master.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
@@ -211,7 +211,7 @@ static void on_msg(void *arg, const struct ipc_header *h, const char *payload)
     struct cproc *p = arg;
     if (p->muted)
         return;
-    if (h->type != IPC_HEALTH_RESULT || h->len != sizeof(struct hc_result_msg)) {
+    if (h->type != HC_MSG_RESULT || h->len != sizeof(struct hc_result_msg)) {
         char what[96];
         snprintf(what, sizeof(what), "sent a message that is not a verdict (type %u, %u bytes)", (unsigned)h->type,
                  (unsigned)h->len);
@@ -291,7 +291,7 @@ struct checker *checker_new(uv_loop_t *loop, const char *exe, struct hc *hc)
 
 static void set_identity(struct checker *c, const struct cfg *cfg)
 {
-    c->idflags = (unsigned)worker_identity(cfg, &c->uid, &c->gid);
+    c->idflags = (unsigned)identity_resolve(cfg, &c->uid, &c->gid);
     const struct passwd *pw = cfg->user ? NULL : getpwuid(getuid());
     snprintf(c->user, sizeof(c->user), "%s", cfg->user ? cfg->user : pw ? pw->pw_name : "?");
 }
@@ -423,7 +423,7 @@ static char *read_config_fd(int fd)
 static void send_verdict(void *arg, const void *msg, size_t len)
 {
     struct probe *pr = arg;
-    int r = ipc_send((uv_stream_t *)&pr->ipc, IPC_HEALTH_RESULT, 0, msg, (uint32_t)len);
+    int r = ipc_send((uv_stream_t *)&pr->ipc, HC_MSG_RESULT, 0, msg, (uint32_t)len);
     if (r < 0)
         log_warn("a verdict could not be sent to the master: %s", strerror(-r));
 }

@@ -8,7 +8,7 @@
  * (health.path), as `user` and `group` when they are set. It finds its
  * channel to the master and the effective config (a memfd, as workers get
  * it) as inherited descriptors, runs the checks (proxy/health.h, HC_PROBE)
- * and sends each verdict as one fixed-size record (IPC_HEALTH_RESULT). The
+ * and sends each verdict as one fixed-size record (HC_MSG_RESULT). The
  * master counts the verdicts (HC_STATE), keeps every server's state and the
  * passive ejections, and relays changes to the workers.
  *

@@ -67,7 +67,7 @@ static void sent_cb(uv_write_t *req, int status)
     free(req);
 }
 
-int ipc_send(uv_stream_t *s, enum ipc_type type, uint16_t worker, const void *payload, uint32_t len)
+int ipc_send(uv_stream_t *s, uint16_t type, uint16_t worker, const void *payload, uint32_t len)
 {
     if (len > IPC_MAX_PAYLOAD)
         return -EMSGSIZE;
@@ -76,7 +76,7 @@ int ipc_send(uv_stream_t *s, enum ipc_type type, uint16_t worker, const void *pa
     struct ipc_write *w = malloc(sizeof(*w) + sizeof(struct ipc_header) + len);
     if (!w)
         return -ENOMEM;
-    struct ipc_header h = {.type = (uint16_t)type, .worker = worker, .len = len};
+    struct ipc_header h = {.type = type, .worker = worker, .len = len};
     memcpy(w->data, &h, sizeof(h));
     if (len)
         memcpy(w->data + sizeof(h), payload, len);

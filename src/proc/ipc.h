@@ -17,17 +17,16 @@
 
 #define IPC_MAX_PAYLOAD 65536
 
+/* The process protocol's own types (core/msg.h's MSG_TYPES_PROC), read
+ * by the worker and the master themselves. Every other type is a module's
+ * (its number in the module's header, e.g. proxy/health.h) and reaches the
+ * handler the module registered (msg_register, core/msg.h). */
 enum ipc_type {
     IPC_READY = 1,     /* worker -> master: serving; payload: its version */
-    IPC_STOP = 2,      /* master -> worker: drain and exit */
+    IPC_STOP = 2,      /* master -> worker (and checker): drain and exit */
     IPC_RECYCLE = 3,   /* worker -> master: replace me; payload: why */
     IPC_CONN = 4,      /* master -> worker: carries an accepted connection */
-    IPC_APP = 5,       /* worker -> master: an application message to broadcast */
-    IPC_BROADCAST = 6, /* master -> worker: an application message from a worker */
-    IPC_UPSTREAM_STATE = 7,  /* master -> worker: an upstream server's state (proxy/upstream.h) */
-    IPC_UPSTREAM_REPORT = 8, /* worker -> master: failures in a row of an upstream server */
-    IPC_HEALTH_RESULT = 9,   /* health checker -> master: a check's verdict (proxy/health.h) */
-    IPC_FAILED = 10,         /* worker -> master: it could not start; payload: why (then it exits) */
+    IPC_FAILED = 10,   /* worker -> master: it could not start; payload: why (then it exits) */
 };
 
 /* A master never queues more than this many bytes for one worker: messages
@@ -60,7 +59,7 @@ void ipc_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b);
 
 /* Queues a message on a stream; the bytes are copied. Returns 0, -ENOBUFS
  * when more than IPC_MAX_QUEUED bytes already wait, or another -errno. */
-int ipc_send(uv_stream_t *s, enum ipc_type type, uint16_t worker, const void *payload, uint32_t len);
+int ipc_send(uv_stream_t *s, uint16_t type, uint16_t worker, const void *payload, uint32_t len);
 
 /* Sends a connection handle along with an IPC_CONN message. */
 int ipc_send_handle(uv_pipe_t *p, uv_stream_t *handle, uv_write_cb cb, uv_write_t *req);

@@ -29,11 +29,8 @@
 #include "proc/master.h"
 
 #include <errno.h>
-#include <grp.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,14 +46,14 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/summary.h"
-#include "proc/checker.h"
+#include "core/identity.h"
+#include "core/msg.h"
 #include "proc/control.h"
+#include "proc/hooks.h"
 #include "proc/ipc.h"
 #include "proc/notify.h"
 #include "proc/upgrade.h"
 #include "proc/worker.h"
-#include "store/db.h"
-#include "proxy/health.h"
 
 #ifndef COHORT_VERSION
 #define COHORT_VERSION "0.0.0"
@@ -174,8 +171,7 @@ struct master {
     int spawned;            /* the first start's workers are all spawned */
     uint64_t started_ms;
     int exit_code;
-    struct hc *hc;          /* upstream servers' state and ejections (proxy/health.h) */
-    struct checker *chk;    /* the health checker process (proc/checker.h) */
+    struct master_env env;  /* what the master hooks get (proc/hooks.h) */
     /* `cohort upgrade` (proc/upgrade.h): the old master's side... */
     struct upgrade *up;     /* a new master on its way; NULL: none */
     struct ctl_client *up_waiters;
@@ -636,16 +632,32 @@ static int replace_slot(struct wslot *s, const char *why, int next)
     return s->repl ? 0 : -EAGAIN;
 }
 
-/* Broadcasts an application message to every other serving worker. */
-static void relay_app(struct wproc *from, const char *payload, uint32_t len)
+/* A module's message to the workers (core/msg.h): to every serving one but
+ * worker `except`, or with MSG_TO_ALL to every process on the list. */
+static int broadcast_to_workers(void *ctx, uint16_t type, int except, unsigned flags, const void *payload, size_t len)
 {
-    struct master *m = from->m;
-    for (struct wproc *p = m->procs; p; p = p->next)
-        if (p != from && p->state == P_READY &&
-            ipc_send((uv_stream_t *)&p->ipc, IPC_BROADCAST, (uint16_t)from->slot->id, payload, len) < 0)
+    struct master *m = ctx;
+    for (struct wproc *p = m->procs; p; p = p->next) {
+        if (!(flags & MSG_TO_ALL) && (p->state != P_READY || p->slot->id == except))
+            continue;
+        uint16_t id = (uint16_t)(except >= 0 ? except : p->slot->id);
+        if (ipc_send((uv_stream_t *)&p->ipc, type, id, payload, (uint32_t)len) < 0)
             log_warn("worker %d (pid %d) is not reading its channel: message dropped", p->slot->id, p->pid);
+    }
+    return 0;
 }
 
+/* To the one worker just started (master_hooks_worker_start). */
+static int send_to_worker(void *ctx, uint16_t type, const void *payload, size_t len)
+{
+    struct wproc *p = ctx;
+    int r = ipc_send((uv_stream_t *)&p->ipc, type, (uint16_t)p->slot->id, payload, (uint32_t)len);
+    if (r < 0)
+        log_warn("worker %d (pid %d) is not reading its channel: message dropped", p->slot->id, p->pid);
+    return r;
+}
+
+/* The process protocol's types here; a module's through its handler. */
 static void on_worker_msg(void *arg, const struct ipc_header *h, const char *payload)
 {
     struct wproc *p = arg;
@@ -667,29 +679,10 @@ static void on_worker_msg(void *arg, const struct ipc_header *h, const char *pay
         if (replace_slot(s, "recycle", 0) < 0)
             log_warn("worker %d: a replacement is already on its way", s->id);
         break;
-    case IPC_APP:
-        relay_app(p, payload, h->len);
-        break;
-    case IPC_UPSTREAM_REPORT:
-        if (p->m->hc)
-            hc_report(p->m->hc, payload, h->len);
+    default:
+        msg_dispatch(h->type, s->id, payload, h->len);
         break;
     }
-}
-
-static void upstream_send_one(void *arg, const void *msg, size_t len)
-{
-    struct wproc *p = arg;
-    if (ipc_send((uv_stream_t *)&p->ipc, IPC_UPSTREAM_STATE, (uint16_t)p->slot->id, msg, (uint32_t)len) < 0)
-        log_warn("worker %d (pid %d) is not reading its channel: upstream state dropped", p->slot->id, p->pid);
-}
-
-/* Upstream state changes reach every worker (proxy/health.h). */
-static void upstream_broadcast(void *arg, const void *msg, size_t len)
-{
-    struct master *m = arg;
-    for (struct wproc *p = m->procs; p; p = p->next)
-        upstream_send_one(p, msg, len);
 }
 
 static void ipc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
@@ -699,18 +692,6 @@ static void ipc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         return;
     if (n != 0) /* the worker closed its end or spoke nonsense */
         uv_read_stop(st);
-}
-
-/* Resolves cfg.user / cfg.group for uv_spawn; 0 when nothing to change. */
-int worker_identity(const struct cfg *c, uv_uid_t *uid, uv_gid_t *gid)
-{
-    if (!c->user && !c->group)
-        return 0;
-    struct passwd *pw = c->user ? getpwnam(c->user) : NULL;
-    struct group *gr = c->group ? getgrnam(c->group) : NULL;
-    *uid = pw ? pw->pw_uid : getuid();
-    *gid = gr ? gr->gr_gid : pw ? pw->pw_gid : getgid();
-    return (pw ? UV_PROCESS_SETUID : 0) | UV_PROCESS_SETGID;
 }
 
 /* Starts a worker for slot s: its serving worker, or a replacement beside
@@ -771,7 +752,7 @@ static void spawn(struct wslot *s, int replacement, int next)
      * machine as a whole (docs/benchmarks.md, "load balancer"). */
     uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = exe, .args = args, .stdio_count = 8,
                                 .stdio = io};
-    opt.flags |= (unsigned)worker_identity(&m->cfg, &opt.uid, &opt.gid);
+    opt.flags |= (unsigned)identity_resolve(&m->cfg, &opt.uid, &opt.gid);
     int r = uv_spawn(m->loop, &p->proc, &opt);
     p->handles = 3;
     if (r < 0) {
@@ -802,8 +783,7 @@ static void spawn(struct wslot *s, int replacement, int next)
         s->cur = p;
     uv_read_start((uv_stream_t *)&p->ipc, ipc_alloc_cb, ipc_read);
     uv_timer_start(&p->ready_timer, ready_timeout_cb, (uint64_t)ready_ms, 0);
-    if (m->hc) /* before its first request, as far as the pipe goes */
-        hc_snapshot(m->hc, upstream_send_one, p);
+    master_hooks_worker_start(send_to_worker, p);
     log_info("worker %d started (pid %d)%s: generation %d%s%s", s->id, p->pid,
              replacement ? " as a replacement" : "", p->gen, exe == m->exe ? "" : ", from ", exe == m->exe ? "" : exe);
     listeners_update(m);
@@ -844,10 +824,7 @@ static void reload_finish(struct master *m, int ok, const char *msg)
     } else {
         cfg_free(&rl->next);
         close(rl->next_fd);
-        if (m->hc && hc_reload(m->hc, &m->cfg) < 0) /* back to the groups still served */
-            log_error("upstream health checks: out of memory");
-        if (checker_config(m->chk, &m->cfg) < 0)
-            log_error("health checker: cannot hand it the config: out of memory");
+        master_hooks_config(&m->cfg); /* back to what is still served */
     }
     rl->next_fd = -1;
     rl->active = 0;
@@ -911,10 +888,7 @@ static void reload_begin(struct master *m)
         fail_before_start(m, "reload refused: cannot hand the new config to workers");
         return;
     }
-    if (m->hc && hc_reload(m->hc, &rl->next) < 0)
-        log_error("upstream health checks: out of memory; the old groups stay checked");
-    if (checker_config(m->chk, &rl->next) < 0)
-        log_error("health checker: cannot hand it the new config: out of memory");
+    master_hooks_config(&rl->next);
     rl->active = 1;
     rl->phase = RL_FORWARD;
     rl->slot = -1;
@@ -1305,13 +1279,15 @@ static json_t *status_json(struct master *m)
     for (struct wproc *p = m->procs; p; p = p->next)
         if (p->state == P_DRAINING)
             json_array_append_new(workers, proc_row(m, p->slot, p));
-    return json_pack("{s:b, s:{s:i, s:s, s:s, s:i, s:s, s:s, s:i, s:i, s:f, s:b, s:b}, s:o, s:o, s:o}", "ok", 1,
+    json_t *j = json_pack("{s:b, s:{s:i, s:s, s:s, s:i, s:s, s:s, s:i, s:i, s:f, s:b, s:b}, s:o, s:o}", "ok", 1,
                      "master", "pid", (int)getpid(), "version", COHORT_VERSION, "host", m->cfg.host, "port",
                      m->cfg.port, "schedule", schedule_name(m->cfg.schedule), "env", m->cfg.env ? m->cfg.env : "",
                      "workers", m->nslots, "generation", m->gen,
                      "uptime_s", (double)(uv_now(m->loop) - m->started_ms) / 1000.0,
-                     "reloading", m->rl.active, "stopping", m->stopping, "workers", workers, "checker",
-                     checker_status(m->chk), "exits", exits_json(m));
+                     "reloading", m->rl.active, "stopping", m->stopping, "workers", workers, "exits",
+                     exits_json(m));
+    master_hooks_status(j);
+    return j;
 }
 
 static void ctl_command(struct ctl_client *c, const char *cmd)
@@ -1466,9 +1442,7 @@ static void begin_stop(struct master *m, const char *why)
     m->stopping = 1;
     uv_timer_stop(&m->up_timer);
     upgrade_child_fail(m->upc, why); /* a new master that has not taken over: no-op if it said why */
-    checker_stop(m->chk);
-    hc_close(m->hc);
-    m->hc = NULL;
+    master_hooks_stop();
     if (m->up && !m->handed_over)
         upgrade_abort(m->up, "upgrade stopped: the server is stopping");
     if (!m->handed_over) /* systemd follows the new master now */
@@ -1500,7 +1474,7 @@ static void reopen_logs(struct master *m)
     if (r < 0)
         log_error("SIGUSR1: cannot reopen the error log %s: %s", m->cfg.log.error, strerror(-r));
     kill_all(m, SIGUSR1);
-    checker_signal(m->chk, SIGUSR1);
+    master_hooks_signal(SIGUSR1);
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -1710,33 +1684,6 @@ static int adopt_sockets(struct master *m, char *err, size_t errlen)
     return r < 0 ? r : bind_listeners(m, m->cfg.workers, err, errlen);
 }
 
-/* The shop's catalog is created and migrated once, here, before any
- * worker starts: a bad store.path stops the start with a clear message,
- * and workers only open the file when a request needs it (an idle worker
- * never loads SQLite). Files the master creates go to the workers' user. */
-static int prepare_store(const struct cfg *c)
-{
-    char err[512];
-    struct db *db;
-    if (c->app != CFG_APP_SHOP)
-        return 0;
-    if (db_open(c->store.path, &db, err, sizeof(err)) < 0) {
-        log_error("%s", err);
-        return -1;
-    }
-    db_close(db);
-    uv_uid_t uid;
-    uv_gid_t gid;
-    if (worker_identity(c, &uid, &gid)) {
-        char path[4096];
-        snprintf(path, sizeof(path), "%s", c->store.path);
-        const char *dir = dirname(path); /* the folder SQLite writes its journal in */
-        if (chown(c->store.path, uid, gid) < 0 || (strcmp(dir, ".") != 0 && chown(dir, uid, gid) < 0))
-            log_warn("cannot hand %s to user %s: %s", c->store.path, c->user ? c->user : "?", strerror(errno));
-    }
-    return 0;
-}
-
 /* Everything before the first worker starts; 0 or an exit code. */
 static int prepare(struct master *m)
 {
@@ -1751,8 +1698,6 @@ static int prepare(struct master *m)
         upgrade_child_fail(m->upc, err);
         return 1;
     }
-    if (prepare_store(&m->cfg) < 0)
-        return 1;
     m->nmslots = CFG_MAX_WORKERS * MAX_PROCS_PER_SLOT + 8;
     m->metrics_fd = m->inherited ? upgrade_adopt_metrics(m->inh.metrics, &m->shm, &m->nmslots)
                                  : metrics_create(m->nmslots, &m->shm);
@@ -1761,21 +1706,16 @@ static int prepare(struct master *m)
         log_error("cannot set up shared state: %s", strerror(errno));
         return 1;
     }
-    /* the checks run in the checker process, as `user`; the master keeps the state */
-    if (!(m->hc = hc_new_role(HC_STATE, m->loop, &m->cfg, m->shm, upstream_broadcast, m)) ||
-        !(m->chk = checker_new(m->loop, m->exe, m->hc)) || checker_config(m->chk, &m->cfg) < 0) {
-        log_error("cannot set up upstream health checks: out of memory");
-        return 1;
-    }
-    return 0;
+    static struct msg_transport t = {.broadcast = broadcast_to_workers};
+    t.ctx = m;
+    msg_set_transport(&t);
+    m->env = (struct master_env){.loop = m->loop, .cfg = &m->cfg, .shm = m->shm, .exe = m->exe};
+    return master_hooks_prepare(&m->env) < 0 ? 1 : 0;
 }
 
 static void cleanup(struct master *m)
 {
-    checker_free(m->chk);
-    m->chk = NULL;
-    hc_close(m->hc);
-    m->hc = NULL;
+    master_hooks_free();
     upgrade_free(m->up);
     upgrade_child_free(m->upc);
     close_listeners(m);

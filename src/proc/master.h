@@ -22,9 +22,4 @@
  */
 int master_run(struct cfg *cfg, const struct cfg_sources *src, const char *exe);
 
-/* The uid and gid cfg.user / cfg.group name, for uv_spawn: returns the
- * UV_PROCESS_SET* flags, 0 when neither is set (workers and the health
- * checker keep the master's). */
-int worker_identity(const struct cfg *c, uv_uid_t *uid, uv_gid_t *gid);
-
 #endif

@@ -20,6 +20,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/msg.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "proc/ipc.h"
@@ -48,10 +49,6 @@ struct worker {
     int error_head, error_count;
     int recycle_asked;
     int stopping;
-    worker_msg_fn on_app;
-    void *on_app_arg;
-    worker_upstream_fn on_upstream;
-    void *on_upstream_arg;
 };
 
 static struct worker *self;
@@ -224,47 +221,23 @@ static void on_signal(uv_signal_t *s, int signum)
     begin_stop(w, strsignal(signum));
 }
 
+/* The process protocol's types here; a module's through its handler. */
 static void on_ipc_msg(void *arg, const struct ipc_header *h, const char *payload)
 {
     struct worker *w = arg;
     if (h->type == IPC_STOP)
         begin_stop(w, "asked by the master");
-    else if (h->type == IPC_BROADCAST && w->on_app)
-        w->on_app(payload, h->len, h->worker, w->on_app_arg);
-    else if (h->type == IPC_UPSTREAM_STATE && w->on_upstream)
-        w->on_upstream(w->on_upstream_arg, payload, h->len);
+    else
+        msg_dispatch(h->type, h->worker, payload, h->len);
 }
 
-int worker_send_upstream(const void *msg, size_t len)
+/* A module's message to the master (core/msg.h); none once stopping. */
+static int send_to_master(void *ctx, uint16_t type, const void *payload, size_t len)
 {
-    if (!self)
+    struct worker *w = ctx;
+    if (w->stopping)
         return -ESHUTDOWN;
-    return ipc_send((uv_stream_t *)&self->ipc, IPC_UPSTREAM_REPORT, (uint16_t)self->id, msg, (uint32_t)len);
-}
-
-void worker_on_upstream(worker_upstream_fn fn, void *arg)
-{
-    if (self) {
-        self->on_upstream = fn;
-        self->on_upstream_arg = arg;
-    }
-}
-
-int worker_send_app(const void *data, size_t len)
-{
-    if (!self || self->stopping)
-        return -ESHUTDOWN;
-    if (len > IPC_MAX_PAYLOAD)
-        return -EMSGSIZE;
-    return ipc_send((uv_stream_t *)&self->ipc, IPC_APP, (uint16_t)self->id, data, (uint32_t)len);
-}
-
-void worker_on_app(worker_msg_fn fn, void *arg)
-{
-    if (self) {
-        self->on_app = fn;
-        self->on_app_arg = arg;
-    }
+    return ipc_send((uv_stream_t *)&w->ipc, type, (uint16_t)w->id, payload, (uint32_t)len);
 }
 
 int worker_id(void)
@@ -296,6 +269,9 @@ static int setup_ipc(struct worker *w)
         return r;
     w->ipc.data = w;
     ipc_reader_init(&w->reader, on_ipc_msg, w);
+    static struct msg_transport t = {.send = send_to_master};
+    t.ctx = w;
+    msg_set_transport(&t);
     return uv_read_start((uv_stream_t *)&w->ipc, ipc_alloc_cb, ipc_read);
 }
 
@@ -395,6 +371,7 @@ int worker_main(int id, int slot)
     uv_run(w.loop, UV_RUN_DEFAULT); /* close callbacks */
     uv_loop_close(w.loop);
     ipc_reader_free(&w.reader);
+    msg_set_transport(NULL);
     app_free(w.app);
     router_free(w.router);
     cfg_free(&w.cfg);

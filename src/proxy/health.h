@@ -17,14 +17,14 @@
  *
  * Passive ejection is seen by workers and decided by the master: a worker
  * that saw `passive.failures` failures in a row reports it
- * (IPC_UPSTREAM_REPORT); the master ejects the server for ejection_time x
+ * (HC_MSG_REPORT); the master ejects the server for ejection_time x
  * the times it was ejected (capped), unless max_ejected_percent of the
  * group is out already (up_eject in upstream.h), and brings it back when
  * the time is up. Ejections live in the master: a checker that dies or is
  * replaced loses none of them, nor the fall/rise counts.
  *
  * Every change of a server's state goes to every worker at once
- * (IPC_UPSTREAM_STATE, struct up_state_msg), and to the counters segment
+ * (HC_MSG_STATE, struct up_state_msg), and to the counters segment
  * for /stats; a worker that starts gets the state of every server first.
  * A server that comes back is marked with the time, so workers ramp its
  * weight up over `slow_start`.
@@ -39,6 +39,11 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "proxy/upstream.h"
+
+/* Message types (core/msg.h). */
+#define HC_MSG_STATE 7  /* master -> worker: a server's state (struct up_state_msg) */
+#define HC_MSG_REPORT 8 /* worker -> master: failures in a row of a server (struct up_report_msg) */
+#define HC_MSG_RESULT 9 /* checker -> master, on the checker's channel: a verdict */
 
 /* --- the state machine of active checks (pure) ---------------------------- */
 
@@ -64,7 +69,7 @@ enum hc_role {
     HC_PROBE, /* runs the checks only; each verdict goes to `send` as a struct hc_result_msg */
 };
 
-/* IPC_HEALTH_RESULT, checker -> master: one check's verdict. The master
+/* HC_MSG_RESULT, checker -> master: one check's verdict. The master
  * reads nothing else from the checker, and this only after checking its
  * size, ending its strings and finding the server in its own config. */
 struct hc_result_msg {
@@ -89,7 +94,7 @@ struct hc *hc_new(uv_loop_t *loop, const struct cfg *cfg, struct metrics_shm *sh
 struct hc *hc_new_role(enum hc_role role, uv_loop_t *loop, const struct cfg *cfg, struct metrics_shm *shm,
                        hc_send_fn send, void *arg);
 
-/* A verdict from the checker (the payload of IPC_HEALTH_RESULT), HC_STATE
+/* A verdict from the checker (the payload of HC_MSG_RESULT), HC_STATE
  * only: a record of the wrong size, an unknown server or a group without
  * checks is ignored. */
 void hc_result(struct hc *h, const void *payload, size_t len);
@@ -98,7 +103,7 @@ void hc_result(struct hc *h, const void *payload, size_t len);
  * again (same group, same address) keeps its state. */
 int hc_reload(struct hc *h, const struct cfg *cfg);
 
-/* A worker's report (the payload of IPC_UPSTREAM_REPORT). */
+/* A worker's report (the payload of HC_MSG_REPORT). */
 void hc_report(struct hc *h, const void *payload, size_t len);
 
 /* Sends the state of every server that is not simply up to one worker. */

@@ -176,9 +176,9 @@ struct up_eject {
  */
 uint64_t up_eject(struct up_eject *e, size_t ejected, size_t n, const struct cfg_upstream *cfg, uint64_t now_ms);
 
-/* --- messages between the master and the workers (proc/ipc.h) ------------- */
+/* --- messages between the master and the workers (core/msg.h) ------------- */
 
-/* IPC_UPSTREAM_STATE, master -> workers: one server's state. */
+/* HC_MSG_STATE (proxy/health.h), master -> workers: one server's state. */
 struct up_state_msg {
     char group[UP_GROUP_LEN];
     char server[UP_NAME_LEN];
@@ -187,7 +187,7 @@ struct up_state_msg {
     uint64_t since_ms;    /* monotonic ms it came back: slow start */
 };
 
-/* IPC_UPSTREAM_REPORT, worker -> master: failures in a row seen by one worker. */
+/* HC_MSG_REPORT (proxy/health.h), worker -> master: failures in a row seen by one worker. */
 struct up_report_msg {
     char group[UP_GROUP_LEN];
     char server[UP_NAME_LEN];

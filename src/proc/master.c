@@ -272,13 +272,24 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     master_listeners_update(m);
 }
 
+/* Worker `except` of a broadcast: the process whose message is being
+ * handled when it is that worker's (its slot may have a second process). */
+static int is_except(const struct master *m, const struct wproc *p, int except)
+{
+    if (except < 0)
+        return 0;
+    if (m->dispatching && m->dispatching->slot->id == except)
+        return p == m->dispatching;
+    return p->slot->id == except;
+}
+
 /* A module's message to the workers (core/msg.h): to every serving one but
  * worker `except`, or with MSG_TO_ALL to every process on the list. */
 static int broadcast_to_workers(void *ctx, uint16_t type, int except, unsigned flags, const void *payload, size_t len)
 {
     struct master *m = ctx;
     for (struct wproc *p = m->procs; p; p = p->next) {
-        if (!(flags & MSG_TO_ALL) && (p->state != P_READY || p->slot->id == except))
+        if (!(flags & MSG_TO_ALL) && (p->state != P_READY || is_except(m, p, except)))
             continue;
         uint16_t id = (uint16_t)(except >= 0 ? except : p->slot->id);
         if (ipc_send((uv_stream_t *)&p->ipc, type, id, payload, (uint32_t)len) < 0)
@@ -320,7 +331,9 @@ static void on_worker_msg(void *arg, const struct ipc_header *h, const char *pay
             log_warn("worker %d: a replacement is already on its way", s->id);
         break;
     default:
+        p->m->dispatching = p;
         msg_dispatch(h->type, s->id, payload, h->len);
+        p->m->dispatching = NULL;
         break;
     }
 }

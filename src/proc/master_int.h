@@ -134,13 +134,14 @@ struct master {
     uint64_t started_ms;
     int exit_code;
     struct master_env env;  /* what the master hooks get (proc/hooks.h) */
+    struct wproc *dispatching; /* whose module message is being handled (msg_dispatch) */
     /* `cohort upgrade` (proc/upgrade.h): the old master's side... */
     struct upgrade *up;     /* a new master on its way; NULL: none */
     struct ctl_client *up_waiters;
     int handed_over;        /* a new master took over: its socket and pid file now */
     /* Another master owns the listening sockets' state and the acceptor: a
      * new master until it takes over, an old one from "go" until the
-     * upgrade ends. listeners_update() leaves them alone meanwhile. */
+     * upgrade ends. master_listeners_update() leaves them alone meanwhile. */
     int standby;
     /* ...and the new master's */
     struct upgrade_fds inh;

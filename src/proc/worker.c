@@ -345,7 +345,7 @@ int worker_main(int id, int slot)
     char role[32];
     snprintf(role, sizeof(role), "worker %d", id);
     log_set_role(role);
-    setpgid(0, 0); /* out of the terminal's foreground group (see spawn() in master.c) */
+    setpgid(0, 0); /* out of the terminal's foreground group (see master_spawn() in master.c) */
     w.id = id;
     w.loop = uv_default_loop();
     self = &w;

@@ -13,6 +13,8 @@
 #include "app/stats.h"
 #include "app/testroutes.h"
 #include "core/msg.h"
+#include "filters/cache.h"
+#include "filters/counters.h"
 #include "http/accesslog.h"
 #include "http/server.h"
 #include "http/static.h"
@@ -27,6 +29,10 @@ struct app {
     struct shop *shop;         /* the shop API, counters, response cache; NULL with app "none" */
     struct proxy *proxy;       /* the load balancer's routes (docs/proxy.md); NULL without upstreams */
     struct router *stats_router; /* app "none" without an admin listener: stats routes go nowhere */
+    struct rcount *counts;     /* the counters filter (with the shop, which stores the counts) */
+    struct rcache *responses;  /* the response cache filter (routes with cache.ttl) */
+    struct http_chain **chains; /* the routes' filters, this generation's */
+    size_t nchains;
     void (*stopped)(void *arg);
     void *stopped_arg;
 };
@@ -54,7 +60,8 @@ static int upstream_report(const void *msg, size_t len)
     return msg_send(HC_MSG_REPORT, msg, len);
 }
 
-static int add_static(struct app *a, struct router *r, const struct cfg_route *rt, char *err, size_t errlen)
+static int add_static(struct app *a, struct router *r, const struct cfg_route *rt, const struct http_chain *chain,
+                      char *err, size_t errlen)
 {
     size_t n = strlen(rt->path);
     if (n < 2 || rt->path[n - 1] != '*') {
@@ -75,22 +82,66 @@ static int add_static(struct app *a, struct router *r, const struct cfg_route *r
     }
     a->dirs = dirs;
     a->dirs[a->ndirs++] = d;
-    return router_add(r, HTTP_M(HTTP_GET), rt->path, static_handle, d);
+    return router_add_chain(r, HTTP_M(HTTP_GET), rt->path, static_handle, d, 0, chain);
+}
+
+static int keep_chain(struct app *a, struct http_chain *c)
+{
+    struct http_chain **cs = c ? realloc(a->chains, (a->nchains + 1) * sizeof(*cs)) : NULL;
+    if (!cs) {
+        http_chain_free(c);
+        return -ENOMEM;
+    }
+    a->chains = cs;
+    a->chains[a->nchains++] = c;
+    return 0;
+}
+
+/* A config route's filters, in order: the request counters (with the
+ * shop), then the response cache (cache.ttl). NULL in *out: none. */
+static int route_chain(struct app *a, const struct cfg_route *rt, const struct http_chain **out)
+{
+    struct http_filter f[2];
+    size_t n = 0;
+    *out = NULL;
+    if (a->counts)
+        f[n++] = rcount_filter(a->counts);
+    if (rt->cache_ttl_ms > 0) {
+        if (!a->responses && !(a->responses = rcache_new()))
+            return -ENOMEM;
+        if (rcache_filter(a->responses, rt->cache_ttl_ms, &f[n]) < 0)
+            return -ENOMEM;
+        n++;
+    }
+    if (!n)
+        return 0;
+    struct http_chain *c = http_chain_new(f, n);
+    if (!c && rt->cache_ttl_ms > 0)
+        free(f[n - 1].conf);
+    if (keep_chain(a, c) < 0)
+        return -ENOMEM;
+    *out = c;
+    return 0;
 }
 
 static int add_route(struct app *a, struct router *r, const struct cfg_route *rt, char *err, size_t errlen)
 {
-    int rc;
+    const struct http_chain *chain;
+    int rc = route_chain(a, rt, &chain);
+    if (rc < 0) {
+        snprintf(err, errlen, "out of memory");
+        return rc;
+    }
     if (strcmp(rt->handler, "static") == 0)
-        return add_static(a, r, rt, err, errlen);
+        return add_static(a, r, rt, chain, err, errlen);
     if (strcmp(rt->handler, "proxy") == 0)
-        rc = a->proxy ? proxy_route(a->proxy, r, rt) : -ENOENT;
+        rc = a->proxy ? proxy_route(a->proxy, r, rt, chain) : -ENOENT;
     else if (strcmp(rt->handler, "hello") == 0)
-        rc = router_add(r, HTTP_M(HTTP_GET), rt->path, hello_handle, NULL);
+        rc = router_add_chain(r, HTTP_M(HTTP_GET), rt->path, hello_handle, NULL, 0, chain);
     else if (strcmp(rt->handler, "health") == 0)
-        rc = router_add(r, HTTP_M(HTTP_GET), rt->path, health_handle, NULL);
+        rc = router_add_chain(r, HTTP_M(HTTP_GET), rt->path, health_handle, NULL, 0, chain);
     else
-        rc = a->shop ? shop_route(a->shop, r, rt->path, rt->handler) : -ENOENT;
+        rc = a->shop ? shop_route(a->shop, r, rt->path, rt->handler, chain) : -ENOENT;
     if (rc < 0)
         snprintf(err, errlen, "route %s: cannot add handler %s", rt->path, rt->handler);
     return rc;
@@ -121,6 +172,16 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
         app_free(a);
         return NULL;
     }
+    /* with the shop, every route counts its requests: the routes added
+     * without filters of their own get the counters filter alone */
+    if (a->shop) {
+        struct http_filter f;
+        if (!(a->counts = rcount_new()) || (f = rcount_filter(a->counts), keep_chain(a, http_chain_new(&f, 1)) < 0)) {
+            app_free(a);
+            return NULL;
+        }
+        router_default_chain(r, a->chains[a->nchains - 1]);
+    }
     /* config routes first: among exact routes the first added wins */
     for (size_t i = 0; i < cfg->nroutes; i++) {
         if (add_route(a, r, &cfg->routes[i], err, errlen) < 0) {
@@ -147,8 +208,13 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
         app_free(a);
         return NULL;
     }
-    /* last: it wraps every route added above (request counters, cache) */
-    if (a->shop && shop_start(a->shop, r, err, errlen) < 0) {
+    /* the stores of the filters: the shop's, or the response cache's own */
+    if (a->shop && shop_start(a->shop, a->counts, a->responses, err, errlen) < 0) {
+        app_free(a);
+        return NULL;
+    }
+    if (!a->shop && a->responses && rcache_open_local(a->responses, env->loop, cfg) < 0) {
+        snprintf(err, errlen, "out of memory");
         app_free(a);
         return NULL;
     }
@@ -172,11 +238,17 @@ static void stats_stopped(void *arg)
         proxy_stopped(a);
 }
 
+static void responses_stopped(void *arg)
+{
+    struct app *a = arg;
+    stats_stop(a->stats, stats_stopped, a);
+}
+
 /* The shop first: its counters are flushed before stats stop. */
 static void shop_stopped(void *arg)
 {
     struct app *a = arg;
-    stats_stop(a->stats, stats_stopped, a);
+    rcache_stop(a->responses, responses_stopped, a);
 }
 
 void app_stop(struct app *a, void (*done)(void *arg), void *arg)
@@ -202,6 +274,11 @@ void app_free(struct app *a)
     router_free(a->stats_router);
     shop_free(a->shop);
     proxy_free(a->proxy);
+    rcache_free(a->responses);
+    rcount_free(a->counts);
+    for (size_t i = 0; i < a->nchains; i++)
+        http_chain_free(a->chains[i]);
+    free(a->chains);
     accesslog_close(); /* no-op after app_stop */
     free(a);
 }

@@ -11,7 +11,7 @@
 #include "core/log.h"
 
 struct counter_entry {
-    struct shop_wrapped *w;      /* NULL: counts moved out of SQLite */
+    long route;                  /* -1: counts moved out of SQLite (name) */
     int method;
     uint64_t n;
     char name[320];
@@ -28,7 +28,7 @@ struct counter_batch {
 
 struct incr {
     struct shop *s;
-    struct shop_wrapped *w;      /* NULL: counts moved out of SQLite (name) */
+    long route;                  /* -1: counts moved out of SQLite (name) */
     int method;
     uint64_t n;
     char name[320];
@@ -55,16 +55,12 @@ static void batch_free(struct counter_batch *b)
 
 uint64_t counters_pending(const struct shop *s)
 {
-    uint64_t n = 0;
-    for (size_t i = 0; i < s->nwrapped; i++)
-        for (int m = 0; m < HTTP_METHOD_COUNT; m++)
-            n += s->wrapped[i].counts[m];
-    return n;
+    return s->counts ? rcount_pending(s->counts) : 0;
 }
 
-static void counter_name(const struct shop_wrapped *w, int m, char *buf, size_t len)
+static void counter_name(const struct shop *s, size_t route, int m, char *buf, size_t len)
 {
-    snprintf(buf, len, "request:%s:%s", http_method_name((enum http_method)m), w->shadow.pattern);
+    snprintf(buf, len, "request:%s:%s", http_method_name((enum http_method)m), rcount_name(s->counts, route));
 }
 
 static void give_back(struct shop *s, const char *name, uint64_t n);
@@ -75,8 +71,8 @@ static void incr_done(void *arg, redisReply *reply)
     struct shop *s = c->s;
     if (reply && reply->type == REDIS_REPLY_INTEGER)
         ; /* counted */
-    else if (c->w)
-        c->w->counts[c->method] += c->n; /* kept for the next flush */
+    else if (c->route >= 0)
+        rcount_put(s->counts, (size_t)c->route, c->method, c->n); /* kept for the next flush */
     else
         give_back(s, c->name, c->n);
     free(c);
@@ -88,21 +84,24 @@ static void incr_done(void *arg, redisReply *reply)
 static void flush_redis(struct shop *s)
 {
     char name[320], n[24];
-    for (size_t i = 0; i < s->nwrapped && redis_up(s->redis); i++) {
-        struct shop_wrapped *w = &s->wrapped[i];
+    size_t nroutes = s->counts ? rcount_routes(s->counts) : 0;
+    for (size_t i = 0; i < nroutes && redis_up(s->redis); i++) {
         for (int m = 1; m < HTTP_METHOD_COUNT; m++) {
-            struct incr *c = w->counts[m] ? malloc(sizeof(*c)) : NULL;
-            if (!c)
+            uint64_t k = rcount_take(s->counts, i, m);
+            struct incr *c = k ? malloc(sizeof(*c)) : NULL;
+            if (!c) {
+                rcount_put(s->counts, i, m, k);
                 continue;
-            *c = (struct incr){.s = s, .w = w, .method = m, .n = w->counts[m]};
-            counter_name(w, m, name, sizeof name);
+            }
+            *c = (struct incr){.s = s, .route = (long)i, .method = m, .n = k};
+            counter_name(s, i, m, name, sizeof name);
             snprintf(n, sizeof n, "%llu", (unsigned long long)c->n);
             const char *argv[] = {"INCRBY", name, n};
             if (redis_command(s->redis, incr_done, c, 3, argv, NULL) < 0) {
+                rcount_put(s->counts, i, m, k);
                 free(c);
                 return;
             }
-            w->counts[m] = 0;
             s->busy++;
         }
     }
@@ -120,10 +119,11 @@ static int batch_write(struct db_conn *c, struct writeq_item *it)
 static void batch_written(struct writeq_item *it, int rc)
 {
     struct counter_batch *b = (struct counter_batch *)it;
+    struct shop *s = b->s;
     for (size_t i = 0; rc && i < b->ncounters; i++) {
         struct counter_entry *e = &b->counters[i];
-        if (e->w)
-            e->w->counts[e->method] += e->n;
+        if (e->route >= 0)
+            rcount_put(s->counts, (size_t)e->route, e->method, e->n);
         else
             log_error("shop: lost %llu counts of %s (neither Redis nor SQLite took them)", (unsigned long long)e->n,
                       e->name);
@@ -141,10 +141,13 @@ static void batch_push(struct counter_batch *b)
 
 void counters_save(struct shop *s)
 {
-    size_t n = 0, k = 0;
-    for (size_t i = 0; i < s->nwrapped; i++)
-        for (int m = 1; m < HTTP_METHOD_COUNT; m++)
-            n += s->wrapped[i].counts[m] != 0;
+    size_t n = 0, k = 0, nroutes = s->counts ? rcount_routes(s->counts) : 0;
+    for (size_t i = 0; i < nroutes; i++)
+        for (int m = 1; m < HTTP_METHOD_COUNT; m++) {
+            uint64_t v = rcount_take(s->counts, i, m);
+            n += v != 0;
+            rcount_put(s->counts, i, m, v);
+        }
     struct counter_batch *b = n ? batch_new(s) : NULL;
     if (!b)
         return;
@@ -152,15 +155,14 @@ void counters_save(struct shop *s)
         batch_free(b);
         return;
     }
-    for (size_t i = 0; i < s->nwrapped; i++) {
-        struct shop_wrapped *w = &s->wrapped[i];
-        for (int m = 1; m < HTTP_METHOD_COUNT; m++) {
-            if (!w->counts[m])
+    for (size_t i = 0; i < nroutes; i++) {
+        for (int m = 1; m < HTTP_METHOD_COUNT && k < n; m++) {
+            uint64_t v = rcount_take(s->counts, i, m);
+            if (!v)
                 continue;
             struct counter_entry *e = &b->counters[k++];
-            *e = (struct counter_entry){.w = w, .method = m, .n = w->counts[m]};
-            counter_name(w, m, e->name, sizeof e->name);
-            w->counts[m] = 0;
+            *e = (struct counter_entry){.route = (long)i, .method = m, .n = v};
+            counter_name(s, i, m, e->name, sizeof e->name);
         }
     }
     b->ncounters = k;
@@ -180,6 +182,7 @@ static void give_back(struct shop *s, const char *name, uint64_t n)
         return;
     }
     b->counters[0].n = n;
+    b->counters[0].route = -1;
     snprintf(b->counters[0].name, sizeof b->counters[0].name, "%s", name);
     b->ncounters = 1;
     batch_push(b);
@@ -201,7 +204,7 @@ static void take_row(void *arg, const char *name, int64_t n)
     }
     b->counters = e;
     e = &b->counters[b->ncounters++];
-    *e = (struct counter_entry){.n = (uint64_t)n};
+    *e = (struct counter_entry){.route = -1, .n = (uint64_t)n};
     snprintf(e->name, sizeof e->name, "%s", name);
 }
 
@@ -227,7 +230,7 @@ static void takeover_done(void *arg, int status)
         struct counter_entry *e = &b->counters[i];
         struct incr *c = malloc(sizeof(*c));
         if (c) {
-            *c = (struct incr){.s = s, .n = e->n};
+            *c = (struct incr){.s = s, .route = -1, .n = e->n};
             snprintf(c->name, sizeof c->name, "%s", e->name);
             snprintf(n, sizeof n, "%llu", (unsigned long long)e->n);
             const char *argv[] = {"INCRBY", c->name, n};

@@ -1,6 +1,6 @@
 /*
  * Request counters: request:<METHOD>:<route template>, counted per route
- * in memory (shop_wrapped.counts) and flushed every second: one INCRBY
+ * in memory by the counters filter (filters/counters.h) and flushed every second: one INCRBY
  * per counter to Redis, or one write of the SQLite queue without Redis.
  * Counts Redis failed to take are kept for the next flush; at a stop with
  * Redis down they go to SQLite, and move to Redis once it is up again.

@@ -7,8 +7,7 @@
  *                 (cart_store.h: cart_sqlite.c, cart_redis.c)
  *   writeq.c      SQLite writes in batches (carts without Redis, counters)
  *   ready.c       /health/ready
- *   counters.c    request counters per route template
- *   respcache.c   the response cache of config routes
+ *   counters.c    the store of the request counters (filters/counters.h)
  *   shop_req.c    what a request holds, and the answers (shop_int.h)
  *
  * Where each thing runs:
@@ -32,7 +31,6 @@
 #include "app/catalog.h"
 #include "app/counters.h"
 #include "app/ready.h"
-#include "app/respcache.h"
 #include "app/shop_int.h"
 #include "core/log.h"
 
@@ -49,25 +47,17 @@ static void settled(void *arg)
     shop_check_stop(arg);
 }
 
+/* The response cache's last lookup in flight ended. */
+static void shop_idle(void *arg)
+{
+    shop_check_stop(arg);
+}
+
 static void on_redis_up(void *arg)
 {
     struct shop *s = arg;
     if (s->carts && s->redis)
         cart_redis_up(s->carts);
-}
-
-/* Every request of a route passes here first. */
-static void wrapped_handle(struct http_exchange *x)
-{
-    struct shop_wrapped *w = x->match.route->data;
-    enum http_method m = x->req.method;
-    if ((unsigned)m < HTTP_METHOD_COUNT)
-        w->counts[m]++;
-    x->match.route = &w->shadow; /* the handler sees its own route and data */
-    if (w->ttl_ms > 0 && (m == HTTP_GET || m == HTTP_HEAD))
-        respcache_handle(w, x);
-    else
-        w->shadow.handler(x);
 }
 
 /* --- routes ------------------------------------------------------------ */
@@ -87,13 +77,14 @@ static const struct {
     {"ready", HTTP_GET, ready_handle, "/health/ready"},
 };
 
-int shop_route(struct shop *s, struct router *r, const char *path, const char *handler)
+int shop_route(struct shop *s, struct router *r, const char *path, const char *handler,
+               const struct http_chain *chain)
 {
     if (!s)
         return -ENOENT;
     for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++)
         if (strcmp(handlers[i].name, handler) == 0)
-            return router_add(r, HTTP_M(handlers[i].method), path, handlers[i].fn, s);
+            return router_add_chain(r, HTTP_M(handlers[i].method), path, handlers[i].fn, s, 0, chain);
     return -ENOENT;
 }
 
@@ -133,41 +124,7 @@ struct shop *shop_new(const struct app_env *env, char *err, size_t errlen)
     return s;
 }
 
-/* The config route a router entry came from: config routes are added
- * first, in order, so entry i is config route i when the paths agree. */
-static int64_t ttl_for(const struct cfg *cfg, const struct route *rt)
-{
-    size_t i = rt->index;
-    return i < cfg->nroutes && strcmp(cfg->routes[i].path, rt->pattern) == 0 ? cfg->routes[i].cache_ttl_ms : 0;
-}
-
-/*
- * Puts wrapped_handle in front of every route: the router's entry gets the
- * wrapper, and keeps the original in w->shadow. The router hands out its
- * entries as const; this is the one place that edits them, once, before
- * any request, and only handler and data.
- */
-static int wrap_routes(struct shop *s, struct router *r)
-{
-    size_t n = 0;
-    while (router_at(r, n))
-        n++;
-    if (n && !(s->wrapped = calloc(n, sizeof(*s->wrapped))))
-        return -ENOMEM;
-    s->nwrapped = n;
-    for (size_t i = 0; i < n; i++) {
-        struct route *rt = (struct route *)(uintptr_t)router_at(r, i);
-        struct shop_wrapped *w = &s->wrapped[i];
-        w->shadow = *rt;
-        w->shop = s;
-        w->ttl_ms = ttl_for(s->cfg, rt);
-        rt->handler = wrapped_handle;
-        rt->data = w;
-    }
-    return 0;
-}
-
-int shop_start(struct shop *s, struct router *r, char *err, size_t errlen)
+int shop_start(struct shop *s, struct rcount *counts, struct rcache *responses, char *err, size_t errlen)
 {
     char epoch[4096];
     if (!s)
@@ -180,12 +137,11 @@ int shop_start(struct shop *s, struct router *r, char *err, size_t errlen)
                            .command_timeout_ms = s->cfg->redis.command_timeout_ms,
                            .on_redis_up = on_redis_up, .arg = s,
                            .local_size = (size_t)s->cfg->cache.local_size, .epoch_path = epoch, .slot = s->slot};
-    if (wrap_routes(s, r) < 0) {
-        snprintf(err, errlen, "out of memory");
-        return -ENOMEM;
-    }
+    s->counts = counts;
     if (!(s->cache = cache_new(&o, err, errlen)))
         return -EINVAL;
+    if ((s->responses = responses))
+        rcache_attach(responses, s->cache, shop_idle, s);
     s->redis = cache_conn(s->cache);
     if (s->redis) {
         struct cart_redis_opts co = {.loop = s->loop, .redis = s->redis, .db = s->db,
@@ -244,7 +200,7 @@ static void close_now(uv_timer_t *t)
  * counters Redis could not take go to SQLite, then everything closes. */
 void shop_check_stop(struct shop *s)
 {
-    if (s->stop == SHOP_RUNNING || s->stop >= SHOP_CLOSING || s->busy > 0)
+    if (s->stop == SHOP_RUNNING || s->stop >= SHOP_CLOSING || s->busy > 0 || rcache_busy(s->responses))
         return;
     uint64_t left = counters_pending(s);
     if (left && s->stop == SHOP_FLUSHING) {
@@ -290,6 +246,5 @@ void shop_free(struct shop *s)
         s->carts->ops->close(s->carts, NULL, NULL);
     writeq_free(s->writes);
     db_close(s->db);
-    free(s->wrapped);
     free(s);
 }

@@ -9,9 +9,9 @@
  *   shop_new       opens (and migrates) the store; no handles yet
  *   shop_route     adds a shop handler named in a config route
  *   shop_routes    adds the built-in shop routes
- *   shop_start     connects the cache and Redis, starts the counter flush,
- *                  and wraps every route added so far (counters, response
- *                  cache); call it last, after every route is in
+ *   shop_start     connects the cache and Redis, starts the flush of the
+ *                  counters filter's counts, and gives the response cache
+ *                  filter its store (filters/counters.h, filters/cache.h)
  *   shop_stop      flushes counters, waits for work in flight, closes
  *   shop_free      frees (after shop_stop finished, or if never started)
  * Each accepts a NULL shop (no shop: "app": "none") and does nothing.
@@ -25,6 +25,8 @@
 #include "http/router.h"
 
 struct shop;
+struct rcount;
+struct rcache;
 
 /* NULL with a message in err (e.g. the store cannot be opened). */
 struct shop *shop_new(const struct app_env *env, char *err, size_t errlen);
@@ -32,13 +34,14 @@ struct shop *shop_new(const struct app_env *env, char *err, size_t errlen);
 /* Adds a config route whose handler is one of the shop's ("products",
  * "product", "product_update", "cart_add", "cart", "cart_remove",
  * "ready"); -ENOENT when `handler` is not. */
-int shop_route(struct shop *s, struct router *r, const char *path, const char *handler);
+int shop_route(struct shop *s, struct router *r, const char *path, const char *handler,
+               const struct http_chain *chain);
 
 /* /api/products, /api/products/:id (GET, PUT), /api/cart/add, /api/cart,
  * /api/cart/:productId, /health/ready. */
 int shop_routes(struct shop *s, struct router *r);
 
-int shop_start(struct shop *s, struct router *r, char *err, size_t errlen);
+int shop_start(struct shop *s, struct rcount *counts, struct rcache *responses, char *err, size_t errlen);
 
 /* Flushes what must not be lost, then calls done(arg) once every handle is
  * closed. */

@@ -3,6 +3,8 @@
  */
 #include "app/shop_input.h"
 
+#include "filters/cache.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -322,31 +324,9 @@ int shop_parse_idem_key(const char *v, size_t n, char *out, char *err, size_t er
     return 0;
 }
 
-/* Whether a comma-separated list holds a token, case-insensitively. */
-static int has_token(const char *v, size_t n, const char *tok)
-{
-    size_t tl = strlen(tok);
-    for (size_t i = 0; i < n;) {
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t s = i;
-        while (i < n && v[i] != ',' && v[i] != '=' && v[i] != ' ' && v[i] != '\t')
-            i++;
-        if (i - s == tl && strncasecmp(v + s, tok, tl) == 0)
-            return 1;
-        while (i < n && v[i] != ',')
-            i++;
-    }
-    return 0;
-}
-
 int shop_header_cacheable(const char *name, const char *value, size_t vlen)
 {
-    if (strcasecmp(name, "Set-Cookie") == 0)
-        return 0;
-    if (strcasecmp(name, "Cache-Control") == 0)
-        return !has_token(value, vlen, "no-store") && !has_token(value, vlen, "private");
-    return 1;
+    return rcache_header_ok(name, strlen(name), value, vlen);
 }
 
 int shop_bearer_ok(const char *h, size_t n, const char *token)

@@ -1,6 +1,6 @@
 /*
  * What the shop's parts share (shop.c and the files it is split into:
- * shop_req.c, catalog.c, carts.c, ready.c, counters.c, respcache.c); not
+ * shop_req.c, catalog.c, carts.c, ready.c, counters.c); not
  * for use outside src/app/shop*.
  *
  * A request that cannot be answered at once gets a struct shop_req that
@@ -25,6 +25,8 @@
 #include "cache/cache.h"
 #include "core/config.h"
 #include "core/metrics.h"
+#include "filters/cache.h"
+#include "filters/counters.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "redis/redis.h"
@@ -33,15 +35,6 @@
 #define SHOP_JSON_TYPE "application/json; charset=utf-8"
 
 enum shop_stop_state { SHOP_RUNNING, SHOP_FLUSHING, SHOP_SAVING, SHOP_CLOSING, SHOP_STOPPED };
-
-/* A route as the router holds it after shop_start: the router's entry
- * points here; `shadow` is the route as it was added, handler and data. */
-struct shop_wrapped {
-    struct route shadow;
-    struct shop *shop;
-    int64_t ttl_ms;                      /* response cache; 0: none */
-    uint64_t counts[HTTP_METHOD_COUNT];  /* requests not yet flushed */
-};
 
 struct shop {
     uv_loop_t *loop;
@@ -52,8 +45,8 @@ struct shop {
     struct redis *redis;         /* counters; NULL: SQLite */
     struct cart_store *carts;
     struct writeq *writes;
-    struct shop_wrapped *wrapped;
-    size_t nwrapped;
+    struct rcount *counts;       /* the counters filter's counts, flushed here */
+    struct rcache *responses;    /* the response cache filter, on this cache */
     uv_timer_t flush;            /* counters; then the deferred close */
     int started;
     int takeover;                /* counts left in SQLite: 0 to move, 1 moving, 2 moved */

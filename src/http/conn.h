@@ -42,6 +42,7 @@
 #include "core/freelist.h"
 #include "core/metrics.h"
 #include "core/timeouts.h"
+#include "http/filter.h"
 #include "http/server.h"
 
 #define RBUF_SIZE 8192

@@ -62,6 +62,8 @@ const char *http_status_text(int status)
 void http_begin(struct http_exchange *x, int status)
 {
     struct http_conn *c = x->conn;
+    if (x->filters)
+        http_filter_status(x, &status);
     x->status = status;
     x->started = 1;
     if (!c)
@@ -107,19 +109,19 @@ static void header_out(struct http_exchange *x, const char *name, size_t name_le
 
 void http_header(struct http_exchange *x, const char *name, const char *value, size_t value_len)
 {
-    if (x->tap)
-        x->tap(x, HTTP_TAP_HEADER, name, value, value_len);
-    header_out(x, name, strlen(name), value, value_len);
+    http_header_n(x, name, strlen(name), value, value_len);
 }
 
 void http_header_n(struct http_exchange *x, const char *name, size_t name_len, const char *value, size_t value_len)
 {
-    if (x->tap) {
-        char n[256];
-        snprintf(n, sizeof(n), "%.*s", (int)name_len, name);
-        x->tap(x, HTTP_TAP_HEADER, n, value, value_len);
-    }
+    if (x->filters && http_filter_drop_header(x, name, name_len, value, value_len))
+        return;
     header_out(x, name, name_len, value, value_len);
+}
+
+void http_filter_header(struct http_exchange *x, const char *name, const char *value, size_t value_len)
+{
+    header_out(x, name, strlen(name), value, value_len);
 }
 
 /* Connection handling fields and the blank line that ends the head. */
@@ -134,11 +136,9 @@ void response_end_head(struct http_exchange *x)
         CONN_OUT_LIT(c, "\r\n");
 }
 
-void http_finish(struct http_exchange *x, const char *content_type, const void *body, size_t len)
+static void finish_raw(struct http_exchange *x, const char *content_type, const void *body, size_t len)
 {
     struct http_conn *c = x->conn;
-    if (x->tap)
-        x->tap(x, HTTP_TAP_BODY, content_type, body, len);
     if (c) {
         if (content_type) {
             CONN_OUT_LIT(c, "Content-Type: ");
@@ -156,6 +156,28 @@ void http_finish(struct http_exchange *x, const char *content_type, const void *
             conn_out(c, body, len);
     }
     server_exchange_done(x);
+}
+
+/* A whole body is one piece; its Content-Length is written after the body
+ * hooks, which may change it. A body not in memory (a file) passes no
+ * body hook. */
+static void finish_filtered(struct http_exchange *x, const char *content_type, const void *body, size_t len)
+{
+    struct http_resp_head h = {.content_type = content_type, .length = (int64_t)len,
+                               .in_memory = body != NULL || len == 0};
+    http_filter_head_end(x, &h);
+    struct http_piece p = {.data = body, .len = len, .last = 1};
+    if (h.in_memory)
+        http_filter_body(x, &p);
+    finish_raw(x, h.content_type, p.data, p.len);
+}
+
+void http_finish(struct http_exchange *x, const char *content_type, const void *body, size_t len)
+{
+    if (x->filters)
+        finish_filtered(x, content_type, body, len);
+    else
+        finish_raw(x, content_type, body, len);
 }
 
 void http_respond(struct http_exchange *x, int status, const char *content_type, const void *body, size_t len)
@@ -198,8 +220,11 @@ void http_error(struct http_exchange *x, int status, const char *msg)
 void http_begin_chunks(struct http_exchange *x, const char *content_type)
 {
     struct http_conn *c = x->conn;
-    if (x->tap)
-        x->tap(x, HTTP_TAP_BODY, content_type, NULL, 0);
+    if (x->filters) {
+        struct http_resp_head h = {.content_type = content_type, .length = -1, .in_memory = 1};
+        http_filter_head_end(x, &h);
+        content_type = h.content_type;
+    }
     x->chunking = 1;
     if (!c)
         return;
@@ -213,7 +238,7 @@ void http_begin_chunks(struct http_exchange *x, const char *content_type)
     conn_flush(c);
 }
 
-void http_chunk(struct http_exchange *x, const void *data, size_t len)
+static void chunk_raw(struct http_exchange *x, const void *data, size_t len)
 {
     struct http_conn *c = x->conn;
     if (!c || len == 0 || x->head_only)
@@ -227,8 +252,24 @@ void http_chunk(struct http_exchange *x, const void *data, size_t len)
         conn_flush(c);
 }
 
+void http_chunk(struct http_exchange *x, const void *data, size_t len)
+{
+    if (x->filters) {
+        struct http_piece p = {.data = data, .len = len};
+        http_filter_body(x, &p);
+        data = p.data;
+        len = p.len;
+    }
+    chunk_raw(x, data, len);
+}
+
 void http_end_chunks(struct http_exchange *x)
 {
+    if (x->filters) {
+        struct http_piece p = {.data = "", .last = 1};
+        http_filter_body(x, &p);
+        chunk_raw(x, p.data, p.len);
+    }
     if (x->conn && !x->head_only)
         CONN_OUT_LIT(x->conn, "0\r\n\r\n");
     server_exchange_done(x);

@@ -16,6 +16,7 @@ enum { KIND_EXACT, KIND_PARAM, KIND_PREFIX };
 struct router {
     struct route *routes;
     size_t n, cap;
+    const struct http_chain *chain; /* for routes added without one */
 };
 
 struct router *router_new(void)
@@ -79,6 +80,17 @@ int router_add(struct router *r, uint32_t methods, const char *pattern, http_han
 int router_add_flags(struct router *r, uint32_t methods, const char *pattern, http_handler_fn fn, void *data,
                      unsigned flags)
 {
+    return router_add_chain(r, methods, pattern, fn, data, flags, r->chain);
+}
+
+void router_default_chain(struct router *r, const struct http_chain *chain)
+{
+    r->chain = chain;
+}
+
+int router_add_chain(struct router *r, uint32_t methods, const char *pattern, http_handler_fn fn, void *data,
+                     unsigned flags, const struct http_chain *chain)
+{
     size_t n = strlen(pattern);
     uint8_t nparams = 0;
     int kind = classify(pattern, n, &nparams);
@@ -95,7 +107,7 @@ int router_add_flags(struct router *r, uint32_t methods, const char *pattern, ht
     if (methods & HTTP_M(HTTP_GET))
         methods |= HTTP_M(HTTP_HEAD);
     struct route nr = {.pattern = strdup(pattern), .pattern_len = n, .methods = methods,
-                       .handler = fn, .data = data, .index = (uint16_t)r->n, .kind = (uint8_t)kind,
+                       .handler = fn, .data = data, .chain = chain, .index = (uint16_t)r->n, .kind = (uint8_t)kind,
                        .nparams = nparams, .flags = (uint8_t)flags};
     if (!nr.pattern)
         return -ENOMEM;

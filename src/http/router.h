@@ -25,6 +25,7 @@
 #define ROUTER_MAX_PARAMS 4
 
 struct http_exchange;
+struct http_chain;
 typedef void (*http_handler_fn)(struct http_exchange *x);
 
 /* Bit for one method in a route's method mask. */
@@ -37,6 +38,7 @@ struct route {
     uint32_t methods;       /* HTTP_M() bits; HEAD is added where GET is */
     http_handler_fn handler;
     void *data;
+    const struct http_chain *chain; /* filters (http/filter.h); NULL: none */
     const char *name;       /* label for counters: the pattern */
     uint16_t index;         /* add order: 0 for the first route added (counter slots) */
     uint8_t kind;           /* exact, param, prefix */
@@ -72,6 +74,15 @@ int router_add(struct router *r, uint32_t methods, const char *pattern, http_han
 /* The same with ROUTE_* flags. */
 int router_add_flags(struct router *r, uint32_t methods, const char *pattern, http_handler_fn fn, void *data,
                      unsigned flags);
+
+/* The same with a chain of filters in front of the handler (NULL: none;
+ * the caller's, and must outlive the router). */
+int router_add_chain(struct router *r, uint32_t methods, const char *pattern, http_handler_fn fn, void *data,
+                     unsigned flags, const struct http_chain *chain);
+
+/* The chain given to routes added after this call without one of their
+ * own (router_add, router_add_flags). */
+void router_default_chain(struct router *r, const struct http_chain *chain);
 
 /* Fills *m for the request's method and path; never fails. */
 void router_match(const struct router *r, enum http_method method, const char *path, size_t path_len,

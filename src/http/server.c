@@ -40,9 +40,9 @@ void server_log(struct http_exchange *x, int status, uint64_t duration_us)
     f.client_len = http_peer_addr(x, client, sizeof(client));
     if (!f.client_len)
         f.client = NULL;
-    if (x->upstream) {
-        f.upstream = x->upstream;
-        f.upstream_len = strlen(x->upstream);
+    if (x->log_peer) {
+        f.upstream = x->log_peer;
+        f.upstream_len = strlen(x->log_peer);
     }
     accesslog_write(&f);
 }
@@ -54,6 +54,8 @@ void server_exchange_done(struct http_exchange *x)
     if (x->done)
         return;
     x->done = 1;
+    if (x->filters)
+        http_filter_end(x, !x->zombie && !x->cut && !x->tunnel);
     /* counters and the access log: observability (app/stats.c, http/accesslog.c) */
     uint64_t us = x->start_ns ? (uv_hrtime() - x->start_ns) / 1000 : 0;
     metrics_request(srv->slot, x->match.route ? x->match.route->index + 1u : METRICS_ROUTE_NONE, x->status, us);
@@ -90,7 +92,10 @@ static void dispatch(struct http_conn *c)
     conn_set_state(c, ST_BUSY);
     switch (x->match.status) {
     case 0:
-        x->match.route->handler(x);
+        if (x->match.route->chain)
+            http_filter_start(x);
+        else
+            x->match.route->handler(x);
         return;
     case 404:
         http_error(x, 404, "not found");

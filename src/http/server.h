@@ -43,8 +43,6 @@ struct http_server;
 struct http_conn;
 struct metrics_slot;
 
-enum http_tap_event { HTTP_TAP_HEADER, HTTP_TAP_BODY };
-
 struct http_exchange {
     struct http_request req;
     struct route_match match;
@@ -55,22 +53,17 @@ struct http_exchange {
     uint64_t start_ns;       /* when the head was complete */
     void *handler_data;      /* free for the handler */
     void (*on_abort)(struct http_exchange *x);
-    /* Optional observer of the answer, set by whoever wraps the handler
-     * (the response cache of app/shop.c): http_header passes each field
-     * (name, value), then http_finish the content type (name) and the body
-     * -- NULL when it is not in memory (a file) -- and http_begin_chunks a
-     * NULL body. It must not answer. */
-    void (*tap)(struct http_exchange *x, enum http_tap_event ev, const char *name, const void *data, size_t len);
-    void *tap_data;
+    struct http_filter_run *filters; /* the route's filters at work (http/filter.h); NULL: none */
     int status;              /* status of the response being written */
     uint64_t bytes_out;      /* response bytes (head and body) written for it */
-    const char *upstream;    /* the proxy sets it: "host:port" that answered (access log) */
+    const char *log_peer;    /* whom the handler asked ("host:port"): the access log's upstream */
     char request_id[64 + 1]; /* see http_request_id(); NUL-terminated */
     uint8_t request_id_len;  /* 0 until first asked for */
     unsigned head_only : 1;  /* HEAD: write no body */
     unsigned started : 1;    /* status line written */
     unsigned chunking : 1;   /* response uses chunked coding */
     unsigned close : 1;      /* connection closes after this response */
+    unsigned cut : 1;        /* the response was cut short (http_abort) */
 
     /* engine-private */
     unsigned done : 1;       /* answered */

@@ -49,8 +49,11 @@ void http_body_resume(struct http_exchange *x)
 void http_stream_head(struct http_exchange *x, int64_t length)
 {
     struct http_conn *c = x->conn;
-    if (x->tap)
-        x->tap(x, HTTP_TAP_BODY, NULL, NULL, 0); /* not one the response cache keeps */
+    if (x->filters) {
+        struct http_resp_head h = {.length = length, .in_memory = 1};
+        http_filter_head_end(x, &h);
+        length = h.length;
+    }
     if (!c)
         return;
     int bodiless = x->status < 200 || x->status == 204 || x->status == 304;
@@ -78,7 +81,7 @@ static void defer_flush(struct http_conn *c)
     list_append(&c->srv->flushq, &c->flush_link);
 }
 
-size_t http_stream_write(struct http_exchange *x, const void *data, size_t len)
+static size_t stream_write_raw(struct http_exchange *x, const void *data, size_t len)
 {
     struct http_conn *c = x->conn;
     if (!c)
@@ -98,8 +101,25 @@ size_t http_stream_write(struct http_exchange *x, const void *data, size_t len)
     return conn_queued(c);
 }
 
+size_t http_stream_write(struct http_exchange *x, const void *data, size_t len)
+{
+    if (x->filters) {
+        struct http_piece p = {.data = data, .len = len};
+        http_filter_body(x, &p);
+        data = p.data;
+        len = p.len;
+    }
+    return stream_write_raw(x, data, len);
+}
+
 void http_stream_end(struct http_exchange *x)
 {
+    if (x->filters) {
+        struct http_piece p = {.data = "", .last = 1};
+        http_filter_body(x, &p);
+        if (p.len)
+            stream_write_raw(x, p.data, p.len);
+    }
     if (x->conn && x->chunking && !x->head_only)
         CONN_OUT_LIT(x->conn, "0\r\n\r\n");
     server_exchange_done(x);
@@ -120,6 +140,7 @@ size_t http_out_queued(const struct http_exchange *x)
 
 void http_abort(struct http_exchange *x)
 {
+    x->cut = 1;
     x->close = 1;
     x->on_drain = NULL;
     server_exchange_done(x);
@@ -189,7 +210,10 @@ void stream_dispatch(struct http_conn *c)
     if (conn_has_body(&x->req))
         stream_buffer(c);
     conn_set_state(c, ST_BUSY);
-    x->match.route->handler(x);
+    if (x->match.route->chain)
+        http_filter_start(x);
+    else
+        x->match.route->handler(x);
 }
 
 /*

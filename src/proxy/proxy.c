@@ -52,7 +52,7 @@ void pxy_describe(struct pxy *p, const char *answered)
     if (p->full && n < sizeof(p->log))
         snprintf(p->log + n, sizeof(p->log) - n, " full=%d", p->full);
     if (p->x)
-        p->x->upstream = p->log;
+        p->x->log_peer = p->log;
 }
 
 /* --- lifetime ---------------------------------------------------------------- */
@@ -464,11 +464,11 @@ struct proxy *proxy_new(uv_loop_t *loop, const struct cfg *cfg, struct metrics_s
     return px;
 }
 
-int proxy_route(struct proxy *px, struct router *r, const struct cfg_route *rt)
+int proxy_route(struct proxy *px, struct router *r, const struct cfg_route *rt, const struct http_chain *chain)
 {
     for (size_t i = 0; i < px->ngroups; i++)
         if (strcmp(px->groups[i].g.name, rt->upstream) == 0)
-            return router_add_flags(r, HTTP_M_ANY, rt->path, proxy_handle, &px->groups[i], ROUTE_STREAM);
+            return router_add_chain(r, HTTP_M_ANY, rt->path, proxy_handle, &px->groups[i], ROUTE_STREAM, chain);
     return -ENOENT;
 }
 

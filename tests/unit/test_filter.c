@@ -237,7 +237,7 @@ static struct cfg cfg;
 static struct router *router;
 static struct http_server *srv;
 static int port;
-static struct http_chain *chains[8];
+static struct http_chain *chains[16];
 static size_t nchains;
 
 static const struct http_chain *chain(const struct http_filter *f, size_t n)
@@ -256,10 +256,11 @@ static void setup(void)
     router = router_new();
     struct http_filter a = {&rec_ops, "A"}, b = {&rec_ops, "B"}, d = {&deny_ops, "D"}, w = {&hold_ops, "W"},
                        u = {&upper_ops, NULL};
-    struct http_filter ab[] = {a, b}, adb[] = {a, d, b}, awb[] = {a, w, b}, au[] = {a, u};
+    struct http_filter ab[] = {a, b}, adb[] = {a, d, b}, awb[] = {a, w, b}, aw[] = {a, w}, au[] = {a, u};
     cr_assert_eq(router_add_chain(router, HTTP_M(HTTP_GET), "/ab", whole_handle, NULL, 0, chain(ab, 2)), 0);
     cr_assert_eq(router_add_chain(router, HTTP_M(HTTP_GET), "/deny", whole_handle, NULL, 0, chain(adb, 3)), 0);
     cr_assert_eq(router_add_chain(router, HTTP_M(HTTP_GET), "/hold", whole_handle, NULL, 0, chain(awb, 3)), 0);
+    cr_assert_eq(router_add_chain(router, HTTP_M(HTTP_GET), "/hold-last", whole_handle, NULL, 0, chain(aw, 2)), 0);
     cr_assert_eq(router_add_chain(router, HTTP_M(HTTP_GET), "/upper", whole_handle, NULL, 0, chain(au, 2)), 0);
     cr_assert_eq(router_add_chain(router, HTTP_M(HTTP_GET), "/upstream", stream_handle, NULL, ROUTE_STREAM,
                                   chain(au, 2)), 0);
@@ -362,6 +363,13 @@ Test(filter, a_held_request_goes_on_later)
     cr_assert(strncmp(trace, "A.req W.hold W.go B.req H B.status200 W.status200 A.status200 ", 62) == 0, "%s",
               trace);
     cr_assert(strstr(trace, "B.end W.end A.end "), "%s", trace);
+}
+
+Test(filter, the_last_filter_held_it_and_sees_the_answer)
+{
+    const char *r = get("/hold-last");
+    cr_assert(strstr(r, "HTTP/1.1 200 OK\r\n"), "%s", r);
+    cr_assert(strncmp(trace, "A.req W.hold W.go H W.status200 A.status200 ", 44) == 0, "%s", trace);
 }
 
 Test(filter, a_whole_body_rewritten)

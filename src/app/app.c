@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/app_cfg.h"
 #include "app/broadcast.h"
 #include "app/shop.h"
 #include "app/stats.h"
@@ -16,6 +17,7 @@
 #include "filters/cache.h"
 #include "filters/counters.h"
 #include "http/accesslog.h"
+#include "http/handlers.h"
 #include "http/server.h"
 #include "http/static.h"
 #include "proxy/health.h"
@@ -23,8 +25,8 @@
 
 struct app {
     struct app_env env;
-    struct static_dir **dirs;
-    size_t ndirs;
+    struct http_handlers *handlers; /* by name, for config routes */
+    struct static_routes *statics;  /* the folders static routes serve */
     struct stats *stats;       /* /metrics, /stats, /status, loop lag */
     struct shop *shop;         /* the shop API, counters, response cache; NULL with app "none" */
     struct proxy *proxy;       /* the load balancer's routes (docs/proxy.md); NULL without upstreams */
@@ -37,18 +39,6 @@ struct app {
     void *stopped_arg;
 };
 
-static void hello_handle(struct http_exchange *x)
-{
-    static const char body[] = "Hello World\n";
-    http_respond(x, 200, "text/plain", body, sizeof(body) - 1);
-}
-
-static void health_handle(struct http_exchange *x)
-{
-    static const char body[] = "{\"status\":\"ok\"}";
-    http_respond(x, 200, "application/json", body, sizeof(body) - 1);
-}
-
 static void upstream_state(void *arg, int from, const void *msg, size_t len)
 {
     (void)from;
@@ -58,31 +48,6 @@ static void upstream_state(void *arg, int from, const void *msg, size_t len)
 static int upstream_report(const void *msg, size_t len)
 {
     return msg_send(HC_MSG_REPORT, msg, len);
-}
-
-static int add_static(struct app *a, struct router *r, const struct cfg_route *rt, const struct http_chain *chain,
-                      char *err, size_t errlen)
-{
-    size_t n = strlen(rt->path);
-    if (n < 2 || rt->path[n - 1] != '*') {
-        snprintf(err, errlen, "route %s: a static route needs a prefix path ending in /*", rt->path);
-        return -EINVAL;
-    }
-    char *prefix = strndup(rt->path, n - 1);
-    struct static_dir *d = prefix ? static_dir_new(prefix, rt->root) : NULL;
-    free(prefix);
-    if (!d) {
-        snprintf(err, errlen, "route %s: root %s: %s", rt->path, rt->root, strerror(errno));
-        return -EINVAL;
-    }
-    struct static_dir **dirs = realloc(a->dirs, (a->ndirs + 1) * sizeof(*dirs));
-    if (!dirs) {
-        static_dir_free(d);
-        return -ENOMEM;
-    }
-    a->dirs = dirs;
-    a->dirs[a->ndirs++] = d;
-    return router_add_chain(r, HTTP_M(HTTP_GET), rt->path, static_handle, d, 0, chain);
 }
 
 static int keep_chain(struct app *a, struct http_chain *c)
@@ -132,19 +97,20 @@ static int add_route(struct app *a, struct router *r, const struct cfg_route *rt
         snprintf(err, errlen, "out of memory");
         return rc;
     }
-    if (strcmp(rt->handler, "static") == 0)
-        return add_static(a, r, rt, chain, err, errlen);
-    if (strcmp(rt->handler, "proxy") == 0)
-        rc = a->proxy ? proxy_route(a->proxy, r, rt, chain) : -ENOENT;
-    else if (strcmp(rt->handler, "hello") == 0)
-        rc = router_add_chain(r, HTTP_M(HTTP_GET), rt->path, hello_handle, NULL, 0, chain);
-    else if (strcmp(rt->handler, "health") == 0)
-        rc = router_add_chain(r, HTTP_M(HTTP_GET), rt->path, health_handle, NULL, 0, chain);
-    else
-        rc = a->shop ? shop_route(a->shop, r, rt->path, rt->handler, chain) : -ENOENT;
-    if (rc < 0)
-        snprintf(err, errlen, "route %s: cannot add handler %s", rt->path, rt->handler);
-    return rc;
+    return http_handlers_route(a->handlers, r, rt, chain, err, errlen);
+}
+
+/* Every module that provides route handlers adds them by name. */
+static int add_handlers(struct app *a)
+{
+    if (!(a->handlers = http_handlers_new()) || !(a->statics = static_routes_new(a->handlers)) ||
+        app_handlers_add(a->handlers) < 0)
+        return -ENOMEM;
+    if (a->shop && shop_handlers(a->shop, a->handlers) < 0)
+        return -ENOMEM;
+    if (a->proxy && proxy_handlers(a->proxy, a->handlers) < 0)
+        return -ENOMEM;
+    return 0;
 }
 
 struct app *app_new(const struct app_env *env, char *err, size_t errlen)
@@ -172,6 +138,11 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
         app_free(a);
         return NULL;
     }
+    if (add_handlers(a) < 0) {
+        snprintf(err, errlen, "out of memory");
+        app_free(a);
+        return NULL;
+    }
     /* with the shop, every route counts its requests: the routes added
      * without filters of their own get the counters filter alone */
     if (a->shop) {
@@ -189,8 +160,8 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
             return NULL;
         }
     }
-    if (a->shop && (router_add(r, HTTP_M(HTTP_GET), "/", hello_handle, NULL) < 0 ||
-                    router_add(r, HTTP_M(HTTP_GET), "/health", health_handle, NULL) < 0 ||
+    if (a->shop && (router_add(r, HTTP_M(HTTP_GET), "/", app_hello_handle, NULL) < 0 ||
+                    router_add(r, HTTP_M(HTTP_GET), "/health", app_health_handle, NULL) < 0 ||
                     broadcast_register(r, env->worker_id) < 0 || testroutes_register(r, env->loop) < 0 ||
                     shop_routes(a->shop, r) < 0)) {
         snprintf(err, errlen, "cannot add built-in routes");
@@ -267,9 +238,8 @@ void app_free(struct app *a)
         return;
     if (a->proxy)
         msg_unregister(HC_MSG_STATE);
-    for (size_t i = 0; i < a->ndirs; i++)
-        static_dir_free(a->dirs[i]);
-    free(a->dirs);
+    static_routes_free(a->statics);
+    http_handlers_free(a->handlers);
     stats_free(a->stats);
     router_free(a->stats_router);
     shop_free(a->shop);

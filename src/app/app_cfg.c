@@ -1,34 +1,78 @@
 /*
- * The application's route handlers, as the config knows them: names only,
- * as none of them takes a route key of its own. app/app.c builds routes of
- * hello and health, app/shop.c those of the shop.
+ * The application's route handlers, registered by name: hello and health
+ * here, the shop's from its own table (app/shop.c). Each name is given to
+ * the config engine once, at start (core/config_module.h), and to a
+ * generation's handlers when its routes are built (http/handlers.h).
  */
 #include "app/app_cfg.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "app/shop.h"
 #include "core/config_module.h"
+#include "http/server.h"
 
-#include <stddef.h>
+void app_hello_handle(struct http_exchange *x)
+{
+    static const char body[] = "Hello World\n";
+    http_respond(x, 200, "text/plain", body, sizeof(body) - 1);
+}
 
-static const struct cfg_handler app_handlers[] = {{.name = "hello"}, {.name = "health"}};
+void app_health_handle(struct http_exchange *x)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    http_respond(x, 200, "application/json", body, sizeof(body) - 1);
+}
 
-static const struct cfg_handler shop_handlers[] = {
-    {.name = "products"}, {.name = "product"}, {.name = "product_update"}, {.name = "cart_add"},
-    {.name = "cart"},     {.name = "cart_remove"}, {.name = "ready"},
+struct app_handler {
+    struct cfg_handler cfg;
+    http_handler_fn fn;
 };
 
-static int add_all(const struct cfg_handler *h, size_t n)
-{
-    int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++)
-        rc = cfg_handler_register(&h[i]);
-    return rc;
-}
+static const struct app_handler app_handlers[] = {{{.name = "hello"}, app_hello_handle},
+                                                  {{.name = "health"}, app_health_handle}};
+
+#define NAPP (sizeof app_handlers / sizeof app_handlers[0])
 
 int app_cfg_register(void)
 {
-    return add_all(app_handlers, sizeof app_handlers / sizeof app_handlers[0]);
+    int rc = 0;
+    for (size_t i = 0; i < NAPP && !rc; i++)
+        rc = cfg_handler_register(&app_handlers[i].cfg);
+    return rc;
 }
 
 int app_cfg_register_shop(void)
 {
-    return add_all(shop_handlers, sizeof shop_handlers / sizeof shop_handlers[0]);
+    static struct cfg_handler *hs;
+    size_t n = shop_handler_count();
+    int rc = 0;
+    if (!hs && !(hs = calloc(n, sizeof(*hs))))
+        return -ENOMEM;
+    for (size_t i = 0; i < n && !rc; i++) {
+        hs[i] = (struct cfg_handler){.name = shop_handler_name(i)};
+        rc = cfg_handler_register(&hs[i]);
+    }
+    return rc;
 }
+
+static int app_build(void *self, const struct cfg_route *rt, struct http_route_spec *out, char *err,
+                     size_t errlen)
+{
+    const struct app_handler *a = self;
+    (void)rt;
+    (void)err;
+    (void)errlen;
+    *out = (struct http_route_spec){.methods = HTTP_M(HTTP_GET), .fn = a->fn};
+    return 0;
+}
+
+int app_handlers_add(struct http_handlers *h)
+{
+    int rc = 0;
+    for (size_t i = 0; i < NAPP && !rc; i++)
+        rc = http_handlers_add(h, app_handlers[i].cfg.name, app_build, (void *)&app_handlers[i]);
+    return rc;
+}
+

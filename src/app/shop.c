@@ -33,6 +33,7 @@
 #include "app/ready.h"
 #include "app/shop_int.h"
 #include "core/log.h"
+#include "http/handlers.h"
 
 #define FLUSH_MS 1000
 
@@ -77,15 +78,37 @@ static const struct {
     {"ready", HTTP_GET, ready_handle, "/health/ready"},
 };
 
-int shop_route(struct shop *s, struct router *r, const char *path, const char *handler,
-               const struct http_chain *chain)
+#define NHANDLERS (sizeof handlers / sizeof handlers[0])
+
+size_t shop_handler_count(void)
 {
-    if (!s)
-        return -ENOENT;
-    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++)
-        if (strcmp(handlers[i].name, handler) == 0)
-            return router_add_chain(r, HTTP_M(handlers[i].method), path, handlers[i].fn, s, 0, chain);
+    return NHANDLERS;
+}
+
+const char *shop_handler_name(size_t i)
+{
+    return i < NHANDLERS ? handlers[i].name : NULL;
+}
+
+static int shop_build(void *self, const struct cfg_route *rt, struct http_route_spec *out, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NHANDLERS; i++) {
+        if (strcmp(handlers[i].name, rt->handler) == 0) {
+            *out = (struct http_route_spec){.methods = HTTP_M(handlers[i].method), .fn = handlers[i].fn,
+                                            .data = self};
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "route %s: cannot add handler %s", rt->path, rt->handler);
     return -ENOENT;
+}
+
+int shop_handlers(struct shop *s, struct http_handlers *h)
+{
+    int rc = 0;
+    for (size_t i = 0; i < NHANDLERS && !rc; i++)
+        rc = http_handlers_add(h, handlers[i].name, shop_build, s);
+    return rc;
 }
 
 int shop_routes(struct shop *s, struct router *r)

@@ -7,7 +7,7 @@
  *
  * Life cycle, one shop per worker, on the worker's loop:
  *   shop_new       opens (and migrates) the store; no handles yet
- *   shop_route     adds a shop handler named in a config route
+ *   shop_handlers  gives the shop's handlers to config routes
  *   shop_routes    adds the built-in shop routes
  *   shop_start     connects the cache and Redis, starts the flush of the
  *                  counters filter's counts, and gives the response cache
@@ -31,11 +31,13 @@ struct rcache;
 /* NULL with a message in err (e.g. the store cannot be opened). */
 struct shop *shop_new(const struct app_env *env, char *err, size_t errlen);
 
-/* Adds a config route whose handler is one of the shop's ("products",
- * "product", "product_update", "cart_add", "cart", "cart_remove",
- * "ready"); -ENOENT when `handler` is not. */
-int shop_route(struct shop *s, struct router *r, const char *path, const char *handler,
-               const struct http_chain *chain);
+/* The shop's handlers by name ("products", "product", "product_update",
+ * "cart_add", "cart", "cart_remove", "ready"): their number, the i-th's
+ * name, and adding them all to a generation's handlers (0 or -ENOMEM). */
+size_t shop_handler_count(void);
+const char *shop_handler_name(size_t i);
+struct http_handlers;
+int shop_handlers(struct shop *s, struct http_handlers *h);
 
 /* /api/products, /api/products/:id (GET, PUT), /api/cart/add, /api/cart,
  * /api/cart/:productId, /health/ready. */

@@ -30,7 +30,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "http/handlers.h"
 #include "http/server.h"
+#include "http/static_cfg.h"
 
 struct static_dir {
     char *prefix;
@@ -582,4 +584,59 @@ void static_handle(struct http_exchange *x)
         return;
     }
     send_file(x, fd, clean, &st);
+}
+
+/* --- config routes -------------------------------------------------------- */
+
+struct static_routes {
+    struct static_dir **dirs;
+    size_t n;
+};
+
+static int static_build(void *self, const struct cfg_route *rt, struct http_route_spec *out, char *err,
+                        size_t errlen)
+{
+    struct static_routes *s = self;
+    size_t n = strlen(rt->path);
+    if (n < 2 || rt->path[n - 1] != '*') {
+        snprintf(err, errlen, "route %s: a static route needs a prefix path ending in /*", rt->path);
+        return -EINVAL;
+    }
+    char *prefix = strndup(rt->path, n - 1);
+    struct static_dir *d = prefix ? static_dir_new(prefix, rt->root) : NULL;
+    free(prefix);
+    if (!d) {
+        snprintf(err, errlen, "route %s: root %s: %s", rt->path, rt->root, strerror(errno));
+        return -EINVAL;
+    }
+    struct static_dir **dirs = realloc(s->dirs, (s->n + 1) * sizeof(*dirs));
+    if (!dirs) {
+        static_dir_free(d);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    s->dirs = dirs;
+    s->dirs[s->n++] = d;
+    *out = (struct http_route_spec){.methods = HTTP_M(HTTP_GET), .fn = static_handle, .data = d};
+    return 0;
+}
+
+struct static_routes *static_routes_new(struct http_handlers *h)
+{
+    struct static_routes *s = calloc(1, sizeof(*s));
+    if (s && http_handlers_add(h, STATIC_HANDLER, static_build, s) < 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void static_routes_free(struct static_routes *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        static_dir_free(s->dirs[i]);
+    free(s->dirs);
+    free(s);
 }

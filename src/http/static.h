@@ -32,6 +32,13 @@ void static_dir_free(struct static_dir *d);
 /* The route handler; the route's data is the struct static_dir. */
 void static_handle(struct http_exchange *x);
 
+/* The static handler of a generation's config routes (STATIC_HANDLER),
+ * added to h: it keeps the folders its routes serve until freed. */
+struct http_handlers;
+struct static_routes;
+struct static_routes *static_routes_new(struct http_handlers *h);
+void static_routes_free(struct static_routes *s);
+
 /*
  * Pure helper, exposed for tests: decodes a request path's percent
  * escapes and resolves "." and ".." segments, writing a relative path

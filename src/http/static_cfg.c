@@ -77,7 +77,7 @@ static const char *root_problem(const struct cfg *c, const struct cfg_route *r, 
 }
 
 static const struct cfg_handler handler = {
-    .name = "static", .key = "root", .does = "serves files", .check_fs = root_problem};
+    .name = STATIC_HANDLER, .key = "root", .does = "serves files", .check_fs = root_problem};
 
 int static_cfg_register(void)
 {

@@ -6,6 +6,9 @@
 #define COHORT_STATIC_CFG_H
 
 /* Registers routes[].root and the handler "static"; 0 or -errno. */
+/* routes[].handler for files served. */
+#define STATIC_HANDLER "static"
+
 int static_cfg_register(void);
 
 #endif

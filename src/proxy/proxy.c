@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "http/accesslog.h"
+#include "http/handlers.h"
+#include "proxy/proxy_cfg.h"
 
 static void start_attempt(struct pxy *p);
 static void on_up_connect(struct up_conn *uc, int status);
@@ -464,12 +466,23 @@ struct proxy *proxy_new(uv_loop_t *loop, const struct cfg *cfg, struct metrics_s
     return px;
 }
 
-int proxy_route(struct proxy *px, struct router *r, const struct cfg_route *rt, const struct http_chain *chain)
+static int proxy_build(void *self, const struct cfg_route *rt, struct http_route_spec *out, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < px->ngroups; i++)
-        if (strcmp(px->groups[i].g.name, rt->upstream) == 0)
-            return router_add_chain(r, HTTP_M_ANY, rt->path, proxy_handle, &px->groups[i], ROUTE_STREAM, chain);
+    struct proxy *px = self;
+    for (size_t i = 0; i < px->ngroups; i++) {
+        if (strcmp(px->groups[i].g.name, rt->upstream) == 0) {
+            *out = (struct http_route_spec){.methods = HTTP_M_ANY, .fn = proxy_handle, .data = &px->groups[i],
+                                            .flags = ROUTE_STREAM};
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "route %s: no upstream group %s", rt->path, rt->upstream);
     return -ENOENT;
+}
+
+int proxy_handlers(struct proxy *px, struct http_handlers *h)
+{
+    return http_handlers_add(h, PROXY_HANDLER, proxy_build, px);
 }
 
 void proxy_on_state(struct proxy *px, const void *msg, size_t len)

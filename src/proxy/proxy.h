@@ -42,10 +42,10 @@ typedef int (*proxy_report_fn)(const void *msg, size_t len);
 struct proxy *proxy_new(uv_loop_t *loop, const struct cfg *cfg, struct metrics_slot *slot, proxy_report_fn report,
                         char *err, size_t errlen);
 
-/* Adds a config route with handler "proxy": every method, streaming, with
- * the chain of filters given (NULL: none). */
-struct http_chain;
-int proxy_route(struct proxy *px, struct router *r, const struct cfg_route *rt, const struct http_chain *chain);
+/* Adds the proxy handler (PROXY_HANDLER) to h: its routes take every
+ * method and stream. 0 or -ENOMEM. */
+struct http_handlers;
+int proxy_handlers(struct proxy *px, struct http_handlers *h);
 
 /* A state message from the master (struct up_state_msg). */
 void proxy_on_state(struct proxy *px, const void *msg, size_t len);

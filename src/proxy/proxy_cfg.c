@@ -29,7 +29,7 @@ static const char *group_missing(const struct cfg *c, const struct cfg_route *r,
 }
 
 static const struct cfg_handler handler = {
-    .name = "proxy", .key = "upstream", .does = "forwards", .check = group_missing};
+    .name = PROXY_HANDLER, .key = "upstream", .does = "forwards", .check = group_missing};
 
 int proxy_cfg_register(void)
 {

@@ -6,6 +6,9 @@
 #define COHORT_PROXY_CFG_H
 
 /* Registers routes[].upstream and the handler "proxy"; 0 or -errno. */
+/* routes[].handler for forwarding. */
+#define PROXY_HANDLER "proxy"
+
 int proxy_cfg_register(void);
 
 #endif

@@ -1,8 +1,13 @@
-"""Route filters on every handler, without the shop (`app: "none"`, as
-`cohort balance` runs): the response cache (routes[].cache.ttl) in front of
-a proxy route, and the hello and health handlers in config routes. The
+"""Route filters on every handler: without the shop (`app: "none"`, as
+`cohort balance` runs) the response cache (routes[].cache.ttl) in front of
+a proxy route, and the hello and health handlers in config routes; with the
+shop, the request counters and the cache on a proxy route. The
 backend is tests/e2e/pybackend.py, which counts the requests it sees per
 path (GET /count?path=P)."""
+import os
+import sqlite3
+
+import conftest
 import rawhttp
 from proxyutil import balancer, group, pybackend  # noqa: F401 (fixtures)
 
@@ -62,3 +67,33 @@ def test_hello_and_health_under_app_none(pybackend, balancer):
     assert r.status == 200 and r.body == b'{"status":"ok"}'
     assert be.count("/hi") == 0 and be.count("/hz") == 0
     assert rawhttp.exchange(lb.port, rawhttp.get("/id")).body == b"h"
+
+
+def test_counters_and_cache_on_a_proxy_route_of_the_shop(pybackend, tmp_path):
+    """With the shop, a proxy route is counted like the shop's own routes
+    (request:<METHOD>:<route template>, in SQLite without Redis), a cache hit
+    included, and its cache.ttl keeps the upstream's answer."""
+    be = pybackend("s")
+    s = conftest.make_server(tmp_path, {
+        "upstreams": {"app": {"servers": ["127.0.0.1:%d" % be.port]}},
+        "routes": [{"path": "/id", "handler": "proxy", "upstream": "app", "cache": {"ttl": 60}}]}, workers=1)
+    try:
+        s.start()
+        with rawhttp.Conn(s.port) as c:
+            for _ in range(3):
+                c.send(rawhttp.get("/id"))
+                r = c.read_response()
+                assert r.status == 200 and r.body == b"s"
+        assert r.header("X-Cache") == "HIT" and be.count("/id") == 1
+        assert rawhttp.wait_for(lambda: counter(s, "request:GET:/id") == 3, 8), counter(s, "request:GET:/id")
+    finally:
+        conftest.finish_all([s])
+
+
+def counter(s, name):
+    db = sqlite3.connect(os.path.join(s.workdir, "data", "shop.db"), timeout=10)
+    try:
+        row = db.execute("SELECT count FROM request_counters WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+    finally:
+        db.close()

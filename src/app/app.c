@@ -1,5 +1,7 @@
 /*
- * Built-in routes and the handlers named in config routes.
+ * A worker's application: its modules (shop, proxy, stats), the config
+ * routes built through the handlers they register with their chains of
+ * filters, and the built-in routes.
  */
 #include "app/app.h"
 
@@ -113,6 +115,19 @@ static int add_handlers(struct app *a)
     return 0;
 }
 
+/* With the shop (which stores the counts) every route counts its requests:
+ * the routes added without filters of their own get the counters alone. */
+static int count_all(struct app *a, struct router *r)
+{
+    if (!(a->counts = rcount_new()))
+        return -ENOMEM;
+    struct http_filter f = rcount_filter(a->counts);
+    if (keep_chain(a, http_chain_new(&f, 1)) < 0)
+        return -ENOMEM;
+    router_default_chain(r, a->chains[a->nchains - 1]);
+    return 0;
+}
+
 struct app *app_new(const struct app_env *env, char *err, size_t errlen)
 {
     const struct cfg *cfg = env->cfg;
@@ -143,15 +158,10 @@ struct app *app_new(const struct app_env *env, char *err, size_t errlen)
         app_free(a);
         return NULL;
     }
-    /* with the shop, every route counts its requests: the routes added
-     * without filters of their own get the counters filter alone */
-    if (a->shop) {
-        struct http_filter f;
-        if (!(a->counts = rcount_new()) || (f = rcount_filter(a->counts), keep_chain(a, http_chain_new(&f, 1)) < 0)) {
-            app_free(a);
-            return NULL;
-        }
-        router_default_chain(r, a->chains[a->nchains - 1]);
+    if (a->shop && count_all(a, r) < 0) {
+        snprintf(err, errlen, "out of memory");
+        app_free(a);
+        return NULL;
     }
     /* config routes first: among exact routes the first added wins */
     for (size_t i = 0; i < cfg->nroutes; i++) {

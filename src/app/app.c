@@ -16,7 +16,7 @@
 #include "app/stats.h"
 #include "app/testroutes.h"
 #include "core/msg.h"
-#include "filters/cache.h"
+#include "cache/response.h"
 #include "filters/counters.h"
 #include "http/accesslog.h"
 #include "http/handlers.h"

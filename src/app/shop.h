@@ -11,7 +11,7 @@
  *   shop_routes    adds the built-in shop routes
  *   shop_start     connects the cache and Redis, starts the flush of the
  *                  counters filter's counts, and gives the response cache
- *                  filter its store (filters/counters.h, filters/cache.h)
+ *                  filter its store (filters/counters.h, cache/response.h)
  *   shop_stop      flushes counters, waits for work in flight, closes
  *   shop_free      frees (after shop_stop finished, or if never started)
  * Each accepts a NULL shop (no shop: "app": "none") and does nothing.

@@ -3,7 +3,7 @@
  */
 #include "app/shop_input.h"
 
-#include "filters/cache.h"
+#include "cache/response.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -25,7 +25,7 @@
 #include "cache/cache.h"
 #include "core/config.h"
 #include "core/metrics.h"
-#include "filters/cache.h"
+#include "cache/response.h"
 #include "filters/counters.h"
 #include "http/router.h"
 #include "http/server.h"

@@ -114,6 +114,9 @@ struct http_filter_run {
     void *state[];
 };
 
+/* A filter's state size, rounded up to keep every state aligned. */
+size_t http_filter_rounded(size_t n);
+
 /* Starts the route's chain (x->match.route->chain). */
 void http_filter_start(struct http_exchange *x);
 void http_filter_status(struct http_exchange *x, int *status);

@@ -1,6 +1,7 @@
 /*
- * The response cache, a route filter (routes[].cache.ttl): a GET or HEAD
- * is looked up under response:GET:<path>?<query>; a hit is replayed with
+ * The response cache, a route filter (routes[].cache.ttl; in cache/, as
+ * it stores through cache/cache.h, which filters/ may not include): a GET
+ * or HEAD is looked up under response:GET:<path>?<query>; a hit is replayed with
  * X-Cache: HIT and the rest of the chain and the handler do not run. A
  * GET that misses passes on, and its answer is kept for the route's TTL
  * when it is a complete 200 whose body passed through memory (a whole
@@ -12,8 +13,8 @@
  * (Redis with a near cache) when the shop gives it one (rcache_attach),
  * or else a cache of its own in the worker (cache.local_size bytes).
  */
-#ifndef COHORT_FILTERS_CACHE_H
-#define COHORT_FILTERS_CACHE_H
+#ifndef COHORT_CACHE_RESPONSE_H
+#define COHORT_CACHE_RESPONSE_H
 
 #include <stdint.h>
 #include <uv.h>

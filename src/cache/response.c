@@ -1,7 +1,7 @@
 /*
  * The response cache filter. See cache.h.
  */
-#include "filters/cache.h"
+#include "cache/response.h"
 
 #include <errno.h>
 #include <stdio.h>

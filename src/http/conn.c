@@ -2,9 +2,9 @@
  * The HTTP engine's connections: accepting them, reading into their
  * buffer, writing their output (at once when the socket takes it, else
  * with libuv), sending files with sendfile(2), lingering and closing; and
- * the engine's free lists of buffers and exchanges. See conn.h.
+ * the engine's free lists of buffers and exchanges. See engine.h.
  */
-#include "http/conn.h"
+#include "http/engine.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

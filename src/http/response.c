@@ -3,7 +3,7 @@
  * answer carries (Server, Date, X-Request-Id), fields, whole bodies,
  * chunked bodies and files; the request's id and fields. See server.h.
  */
-#include "http/conn.h"
+#include "http/engine.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,9 +2,9 @@
  * The HTTP engine on libuv: the request cycle (read, parse, route, read
  * the body, run the handler, go on with the next pipelined request),
  * timeouts and the server's life. See server.h for the contract and
- * conn.h for the engine's parts.
+ * engine.h for the engine's parts.
  */
-#include "http/conn.h"
+#include "http/engine.h"
 
 #include <errno.h>
 #include <malloc.h>

@@ -4,7 +4,7 @@
  * pieces and flushed at the end of the loop's iteration, the drain
  * callback, and taking the connection over after a 101. See server.h.
  */
-#include "http/conn.h"
+#include "http/engine.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -58,7 +58,7 @@ struct wproc {
 struct exit_rec {
     int id, pid, gen;
     const char *role;       /* "serving", "starting", "replacement", "draining" */
-    char how[96];
+    char how[160];
     char error[200];
     uint64_t at;            /* loop ms */
 };
@@ -71,7 +71,7 @@ struct wslot {
     int backoff_ms;
     int restarts;
     uint64_t next_try;      /* loop ms of a pending restart, 0 if none */
-    char last_exit[96];     /* how the slot's last serving worker ended */
+    char last_exit[160];    /* how the slot's last serving worker ended */
     char last_error[200];   /* and what it said, when it could not start */
     const char *repl_why;   /* why `repl` was started: "reload", "recycle", "rollback" */
 };

@@ -33,8 +33,8 @@
  * written outside server_process() are flushed by a check handle at the
  * end of the loop's iteration, together.
  */
-#ifndef COHORT_HTTP_CONN_H
-#define COHORT_HTTP_CONN_H
+#ifndef COHORT_HTTP_ENGINE_H
+#define COHORT_HTTP_ENGINE_H
 
 #include <string.h>
 #include <time.h>

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* --- output ----------------------------------------------------------- */
 
@@ -179,6 +181,25 @@ char *cfg_to_json(const struct cfg *c)
         s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
     return s;
+}
+
+/* The effective config in a memfd named name; the reader preads it. */
+int cfg_to_memfd(const struct cfg *c, const char *name)
+{
+    char *json = cfg_to_json(c);
+    int fd = json ? memfd_create(name, MFD_CLOEXEC) : -1;
+    size_t len = json ? strlen(json) : 0, off = 0;
+    while (fd >= 0 && off < len) {
+        ssize_t n = write(fd, json + off, len - off);
+        if (n <= 0) {
+            close(fd);
+            fd = -1;
+            break;
+        }
+        off += (size_t)n;
+    }
+    free(json);
+    return fd;
 }
 
 /* --- reference -------------------------------------------------------- */

@@ -89,25 +89,6 @@ static int checked_groups(const struct cfg *cfg, char **out)
     return rc;
 }
 
-/* The effective config in a memfd, read by the checker as workers read theirs. */
-static int config_memfd(const struct cfg *cfg)
-{
-    char *json = cfg_to_json(cfg);
-    int fd = json ? memfd_create("cohort-checker-config", MFD_CLOEXEC) : -1;
-    size_t len = json ? strlen(json) : 0, off = 0;
-    while (fd >= 0 && off < len) {
-        ssize_t n = write(fd, json + off, len - off);
-        if (n <= 0) {
-            close(fd);
-            fd = -1;
-            break;
-        }
-        off += (size_t)n;
-    }
-    free(json);
-    return fd;
-}
-
 /* --- the process ----------------------------------------------------------------- */
 
 static void cproc_closed(uv_handle_t *h)
@@ -302,7 +283,7 @@ int checker_config(struct checker *c, const struct cfg *cfg)
     if (c->stopping)
         return 0;
     int rc = checked_groups(cfg, &key);
-    int fd = rc == 0 && key ? config_memfd(cfg) : -1;
+    int fd = rc == 0 && key ? cfg_to_memfd(cfg, "cohort-checker-config") : -1;
     if (rc < 0 || (key && fd < 0)) {
         free(key);
         return rc < 0 ? rc : -errno;

@@ -321,3 +321,24 @@ def parallel(fn, items, threads=8):
 
 def master_lines(log, pattern):
     return [l for l in log.splitlines() if re.search(pattern, l)]
+
+
+def queue_on_frozen_worker(port, conns, n=24, answer_within=0.1):
+    """With one worker stopped (SIGSTOP) under schedule reuseport: opens n
+    connections to port, each sending one GET, appended to conns (the caller
+    closes them). Reads each answer for answer_within seconds: those answered
+    must be 200; the rest, queued on the frozen worker's socket, are returned
+    and must not be none."""
+    for _ in range(n):
+        c = Conn(port, timeout=5)
+        c.send(get("/", headers=[("Connection", "close")]))
+        conns.append(c)
+    time.sleep(0.3)
+    pending = []
+    for c in conns:
+        try:
+            assert c.read_response(timeout=answer_within).status == 200
+        except TimeoutError:
+            pending.append(c)
+    assert pending, "no connection landed on the frozen worker's socket (of %d)" % n
+    return pending

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import free_port
-from opsutil import assert_no_failures, ops, ops_bin, pid_alive, short_get, wait_for, wrk  # noqa: F401 - fixtures
+from opsutil import assert_no_failures, ops, ops_bin, pid_alive, queue_on_frozen_worker, short_get, wait_for, wrk  # noqa: F401 - fixtures
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -331,24 +331,12 @@ def test_reuseport_connections_queued_on_replaced_workers_socket_are_served(ops)
     put on its socket wait in its accept queue. A reload replaces it: the
     replacement takes over the same socket and answers them, none is reset,
     even before the old one wakes up."""
-    from rawhttp import Conn, get
     s = ops({"schedule": "reuseport"}, workers=2)
     old0 = s.ready_workers()[0]["pid"]
     os.kill(old0, signal.SIGSTOP)
     conns = []
     try:
-        for _ in range(24):
-            c = Conn(s.port, timeout=5)
-            c.send(get("/", headers=[("Connection", "close")]))
-            conns.append(c)
-        time.sleep(0.3)
-        pending = []
-        for c in conns:
-            try:
-                assert c.read_response(timeout=0.1).status == 200
-            except TimeoutError:
-                pending.append(c)
-        assert pending, "no connection landed on the frozen worker's socket (of 24)"
+        pending = queue_on_frozen_worker(s.port, conns)
         rc, out, err = s.cli("reload")
         assert rc == 0 and RELOADED_RE.match(out.strip()), (rc, out, err)
         for c in pending:

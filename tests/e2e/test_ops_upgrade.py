@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import children_of, cmdline, free_port
-from opsutil import assert_no_failures, kill_pid, ops, ops_bin, pid_alive, short_get, wait_for, wrk  # noqa: F401
+from opsutil import assert_no_failures, kill_pid, ops, ops_bin, pid_alive, queue_on_frozen_worker, short_get, wait_for, wrk  # noqa: F401
 from test_ops_reload import NEW_VERSION, install, new_build, own_binary  # noqa: F401 - new_build is a fixture
 
 SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
@@ -137,25 +137,13 @@ def test_reuseport_connections_queued_on_the_old_workers_socket_are_served(ops, 
     put on its socket wait in its accept queue. After an upgrade the new
     master's worker 0 serves on that same socket and answers them, none is
     reset, while the frozen worker still holds its copy."""
-    from rawhttp import Conn, get
     s = ops({"schedule": "reuseport"}, workers=2)
     old, old_workers = s.proc.pid, s.ready_pids()
     old0 = s.ready_workers()[0]["pid"]
     os.kill(old0, signal.SIGSTOP)
     conns = []
     try:
-        for _ in range(24):
-            c = Conn(s.port, timeout=5)
-            c.send(get("/", headers=[("Connection", "close")]))
-            conns.append(c)
-        time.sleep(0.3)
-        pending = []
-        for c in conns:
-            try:
-                assert c.read_response(timeout=0.1).status == 200
-            except TimeoutError:
-                pending.append(c)
-        assert pending, "no connection landed on the frozen worker's socket (of 24)"
+        pending = queue_on_frozen_worker(s.port, conns)
         rc, ans, err = upgrade(s, adopted)
         assert rc == 0, (rc, ans, err)
         for c in pending:

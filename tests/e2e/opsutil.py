@@ -342,3 +342,16 @@ def queue_on_frozen_worker(port, conns, n=24, answer_within=0.1):
             pending.append(c)
     assert pending, "no connection landed on the frozen worker's socket (of %d)" % n
     return pending
+
+
+def notify_socket(ops):
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET, in a work
+    directory the ops fixture removes; reads time out after 5 s. Returns
+    (socket, path); the caller closes the socket."""
+    d = tempfile.mkdtemp(prefix="cohort-ops-n-", dir="/tmp")
+    ops.dirs.append(d)
+    path = os.path.join(d, "notify.sock")
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(path)
+    ns.settimeout(5)
+    return ns, path

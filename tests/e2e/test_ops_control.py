@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from opsutil import (Conn, cohort_test_bin, get, kill_pid, ops, ops_bin, pid_alive, proc_ids, short_get,  # noqa: F401
-                     wait_for)
+from opsutil import (Conn, cohort_test_bin, get, kill_pid, notify_socket, ops, ops_bin, pid_alive, proc_ids,  # noqa: F401
+                     short_get, wait_for)
 
 
 def vm_rss(pid):
@@ -320,12 +320,7 @@ def test_workers_run_as_configured_user(ops):
 # --- sd_notify --------------------------------------------------------------------
 
 def test_sd_notify_ready_reloading_stopping(ops):
-    d = tempfile.mkdtemp(prefix="cohort-ops-n-", dir="/tmp")
-    ops.dirs.append(d)
-    path = os.path.join(d, "notify.sock")
-    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ns.bind(path)
-    ns.settimeout(5)
+    ns, path = notify_socket(ops)
     try:
         s = ops(env={"NOTIFY_SOCKET": path})
 

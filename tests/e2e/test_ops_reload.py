@@ -13,7 +13,8 @@ import time
 import pytest
 
 from conftest import free_port
-from opsutil import assert_no_failures, ops, ops_bin, pid_alive, queue_on_frozen_worker, short_get, wait_for, wrk  # noqa: F401 - fixtures
+from opsutil import (assert_no_failures, ops, ops_bin, pid_alive, queue_on_frozen_worker, short_get,  # noqa: F401 - fixtures
+                     wait_for, wrk)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from conftest import children_of, cmdline, free_port
-from opsutil import assert_no_failures, kill_pid, ops, ops_bin, pid_alive, queue_on_frozen_worker, short_get, wait_for, wrk  # noqa: F401
+from opsutil import (assert_no_failures, kill_pid, notify_socket, ops, ops_bin, pid_alive,  # noqa: F401
+                     queue_on_frozen_worker, short_get, wait_for, wrk)
 from test_ops_reload import NEW_VERSION, install, new_build, own_binary  # noqa: F401 - new_build is a fixture
 
 SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
@@ -343,12 +344,7 @@ def test_sd_notify_follows_the_new_master(ops, adopted):
     new one), never STOPPING=1 from the old master that hands over; the new
     master says STOPPING=1 when it stops."""
     import socket
-    d = tempfile.mkdtemp(prefix="cohort-ops-n-", dir="/tmp")
-    ops.dirs.append(d)
-    path = os.path.join(d, "notify.sock")
-    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ns.bind(path)
-    ns.settimeout(5)
+    ns, path = notify_socket(ops)
     try:
         s = ops(env={"NOTIFY_SOCKET": path})
         assert ns.recv(4096).decode() == "READY=1"

@@ -6,8 +6,10 @@ Every server gets its own short work directory under /tmp (Unix socket paths
 are limited to 107 bytes) holding its config, its control socket and pid file,
 so tests never share a control socket with anything else.
 """
+import grp
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -355,3 +357,14 @@ def notify_socket(ops):
     ns.bind(path)
     ns.settimeout(5)
     return ns, path
+
+
+def nobody_and_group():
+    """The user nobody (a pwd entry) and the group to run it with (a grp
+    entry): nogroup where there is one, else nobody's own group."""
+    nobody = pwd.getpwnam("nobody")
+    try:
+        group = grp.getgrnam("nogroup")
+    except KeyError:
+        group = grp.getgrgid(nobody.pw_gid)
+    return nobody, group

@@ -18,7 +18,8 @@ import pytest
 from conftest import children_of, cmdline, free_port
 from opsutil import (assert_no_failures, kill_pid, notify_socket, ops, ops_bin, pid_alive,  # noqa: F401
                      queue_on_frozen_worker, short_get, wait_for, wrk)
-from test_ops_reload import NEW_VERSION, install, new_build, own_binary  # noqa: F401 - new_build is a fixture
+from test_ops_reload import (NEW_VERSION, install, install_script, new_build,  # noqa: F401 - new_build is a fixture
+                             own_binary)
 
 SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
 
@@ -261,10 +262,7 @@ def test_new_binary_that_fails_leaves_the_old_master(ops, adopted, script, want)
         path = own_binary(d)
         s = ops({"ready_timeout": "1s"}, binary=path)
         old, old_workers = s.proc.pid, s.ready_pids()
-        broken = os.path.join(d, "broken.sh")
-        with open(broken, "w") as f:
-            f.write("#!/bin/sh\n%s\n" % script)
-        install(broken, path)
+        install_script("#!/bin/sh\n%s\n" % script, path)
         t0 = time.monotonic()
         rc, ans, err = upgrade(s, adopted, timeout=40)
         took = time.monotonic() - t0
@@ -312,10 +310,7 @@ def test_upgrade_refused_during_a_reload_and_reload_refused_during_an_upgrade(op
         path = own_binary(d)
         s = ops({"ready_timeout": "2s"}, binary=path)
         old, old_workers = s.proc.pid, s.ready_pids()
-        hang = os.path.join(d, "hang.sh")
-        with open(hang, "w") as f:
-            f.write("#!/bin/sh\nexec sleep 60\n")
-        install(hang, path)
+        install_script("#!/bin/sh\nexec sleep 60\n", path)
         box = {}
         # a reload whose replacement hangs until ready_timeout: no upgrade meanwhile
         t = threading.Thread(target=lambda: box.update(reload=s.cli("reload", timeout=40)))

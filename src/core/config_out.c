@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* --- output ----------------------------------------------------------- */
@@ -200,6 +201,30 @@ int cfg_to_memfd(const struct cfg *c, const char *name)
     }
     free(json);
     return fd;
+}
+
+/* The whole text of a config memfd (as cfg_to_memfd wrote it), read with
+ * pread; NULL when it cannot be read whole. Caller frees. */
+char *cfg_read_memfd(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return NULL;
+    size_t len = (size_t)st.st_size, off = 0;
+    char *buf = malloc(len + 1);
+    while (buf && off < len) {
+        ssize_t n = pread(fd, buf + off, len - off, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            free(buf);
+            return NULL;
+        }
+        off += (size_t)n;
+    }
+    if (buf)
+        buf[len] = '\0';
+    return buf;
 }
 
 /* --- reference -------------------------------------------------------- */

@@ -378,29 +378,6 @@ struct probe {
     int quitting;
 };
 
-/* The config memfd, whole. */
-static char *read_config_fd(int fd)
-{
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return NULL;
-    size_t len = (size_t)st.st_size, off = 0;
-    char *buf = malloc(len + 1);
-    while (buf && off < len) {
-        ssize_t n = pread(fd, buf + off, len - off, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            free(buf);
-            return NULL;
-        }
-        off += (size_t)n;
-    }
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
-
 static void send_verdict(void *arg, const void *msg, size_t len)
 {
     struct probe *pr = arg;
@@ -460,7 +437,7 @@ static int probe_setup(struct probe *pr)
 {
     static const int signums[4] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
     char err[512];
-    char *text = read_config_fd(CHECKER_FD_CONFIG);
+    char *text = cfg_read_memfd(CHECKER_FD_CONFIG);
     close(CHECKER_FD_CONFIG);
     if (!text || cfg_from_json(text, &pr->cfg, err, sizeof(err)) < 0) {
         log_error("bad config from master: %s", text ? err : "unreadable");

@@ -202,6 +202,10 @@ int cfg_from_json(const char *text, struct cfg *out, char *err, size_t errlen);
 
 /* The effective config as pretty JSON, every key present. Caller frees. */
 char *cfg_to_json(const struct cfg *c);
+/* cfg_to_json's text in a memfd (CLOEXEC) named name; the fd, or -1. */
+int cfg_to_memfd(const struct cfg *c, const char *name);
+/* The whole text of such a memfd; NULL if it cannot be read whole. Caller frees. */
+char *cfg_read_memfd(int fd);
 
 void cfg_free(struct cfg *c);
 

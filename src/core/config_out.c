@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* --- output ----------------------------------------------------------- */
 
@@ -179,6 +182,49 @@ char *cfg_to_json(const struct cfg *c)
         s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
     return s;
+}
+
+/* The effective config in a memfd named name; the reader preads it. */
+int cfg_to_memfd(const struct cfg *c, const char *name)
+{
+    char *json = cfg_to_json(c);
+    int fd = json ? memfd_create(name, MFD_CLOEXEC) : -1;
+    size_t len = json ? strlen(json) : 0, off = 0;
+    while (fd >= 0 && off < len) {
+        ssize_t n = write(fd, json + off, len - off);
+        if (n <= 0) {
+            close(fd);
+            fd = -1;
+            break;
+        }
+        off += (size_t)n;
+    }
+    free(json);
+    return fd;
+}
+
+/* The whole text of a config memfd (as cfg_to_memfd wrote it), read with
+ * pread; NULL when it cannot be read whole. Caller frees. */
+char *cfg_read_memfd(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return NULL;
+    size_t len = (size_t)st.st_size, off = 0;
+    char *buf = malloc(len + 1);
+    while (buf && off < len) {
+        ssize_t n = pread(fd, buf + off, len - off, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            free(buf);
+            return NULL;
+        }
+        off += (size_t)n;
+    }
+    if (buf)
+        buf[len] = '\0';
+    return buf;
 }
 
 /* --- reference -------------------------------------------------------- */

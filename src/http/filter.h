@@ -124,6 +124,9 @@ int http_filter_drop_header(struct http_exchange *x, const char *name, size_t na
                             size_t value_len);
 void http_filter_head_end(struct http_exchange *x, struct http_resp_head *h);
 void http_filter_body(struct http_exchange *x, struct http_piece *p);
+/* A piece of the body (not the last) through x's chain, if it has one: data
+ * and len become what the filters made of it. */
+void http_filter_piece(struct http_exchange *x, const void **data, size_t *len);
 void http_filter_end(struct http_exchange *x, int complete);
 
 #endif

@@ -110,6 +110,16 @@ void http_filter_body(struct http_exchange *x, struct http_piece *p)
     }
 }
 
+void http_filter_piece(struct http_exchange *x, const void **data, size_t *len)
+{
+    if (!x->filters)
+        return;
+    struct http_piece p = {.data = *data, .len = *len};
+    http_filter_body(x, &p);
+    *data = p.data;
+    *len = p.len;
+}
+
 void http_filter_end(struct http_exchange *x, int complete)
 {
     struct http_filter_run *r = x->filters;

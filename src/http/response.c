@@ -254,12 +254,7 @@ static void chunk_raw(struct http_exchange *x, const void *data, size_t len)
 
 void http_chunk(struct http_exchange *x, const void *data, size_t len)
 {
-    if (x->filters) {
-        struct http_piece p = {.data = data, .len = len};
-        http_filter_body(x, &p);
-        data = p.data;
-        len = p.len;
-    }
+    http_filter_piece(x, &data, &len);
     chunk_raw(x, data, len);
 }
 

@@ -103,12 +103,7 @@ static size_t stream_write_raw(struct http_exchange *x, const void *data, size_t
 
 size_t http_stream_write(struct http_exchange *x, const void *data, size_t len)
 {
-    if (x->filters) {
-        struct http_piece p = {.data = data, .len = len};
-        http_filter_body(x, &p);
-        data = p.data;
-        len = p.len;
-    }
+    http_filter_piece(x, &data, &len);
     return stream_write_raw(x, data, len);
 }
 

@@ -89,25 +89,6 @@ static int checked_groups(const struct cfg *cfg, char **out)
     return rc;
 }
 
-/* The effective config in a memfd, read by the checker as workers read theirs. */
-static int config_memfd(const struct cfg *cfg)
-{
-    char *json = cfg_to_json(cfg);
-    int fd = json ? memfd_create("cohort-checker-config", MFD_CLOEXEC) : -1;
-    size_t len = json ? strlen(json) : 0, off = 0;
-    while (fd >= 0 && off < len) {
-        ssize_t n = write(fd, json + off, len - off);
-        if (n <= 0) {
-            close(fd);
-            fd = -1;
-            break;
-        }
-        off += (size_t)n;
-    }
-    free(json);
-    return fd;
-}
-
 /* --- the process ----------------------------------------------------------------- */
 
 static void cproc_closed(uv_handle_t *h)
@@ -302,7 +283,7 @@ int checker_config(struct checker *c, const struct cfg *cfg)
     if (c->stopping)
         return 0;
     int rc = checked_groups(cfg, &key);
-    int fd = rc == 0 && key ? config_memfd(cfg) : -1;
+    int fd = rc == 0 && key ? cfg_to_memfd(cfg, "cohort-checker-config") : -1;
     if (rc < 0 || (key && fd < 0)) {
         free(key);
         return rc < 0 ? rc : -errno;
@@ -397,29 +378,6 @@ struct probe {
     int quitting;
 };
 
-/* The config memfd, whole. */
-static char *read_config_fd(int fd)
-{
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return NULL;
-    size_t len = (size_t)st.st_size, off = 0;
-    char *buf = malloc(len + 1);
-    while (buf && off < len) {
-        ssize_t n = pread(fd, buf + off, len - off, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            free(buf);
-            return NULL;
-        }
-        off += (size_t)n;
-    }
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
-
 static void send_verdict(void *arg, const void *msg, size_t len)
 {
     struct probe *pr = arg;
@@ -479,7 +437,7 @@ static int probe_setup(struct probe *pr)
 {
     static const int signums[4] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1};
     char err[512];
-    char *text = read_config_fd(CHECKER_FD_CONFIG);
+    char *text = cfg_read_memfd(CHECKER_FD_CONFIG);
     close(CHECKER_FD_CONFIG);
     if (!text || cfg_from_json(text, &pr->cfg, err, sizeof(err)) < 0) {
         log_error("bad config from master: %s", text ? err : "unreadable");

@@ -54,25 +54,6 @@ static void raise_nofile(void)
     }
 }
 
-/* The effective config for workers, in a memfd they read with pread. */
-int master_config_memfd(const struct cfg *cfg)
-{
-    char *json = cfg_to_json(cfg);
-    int fd = json ? memfd_create("cohort-config", MFD_CLOEXEC) : -1;
-    size_t len = json ? strlen(json) : 0, off = 0;
-    while (fd >= 0 && off < len) {
-        ssize_t n = write(fd, json + off, len - off);
-        if (n <= 0) {
-            close(fd);
-            fd = -1;
-            break;
-        }
-        off += (size_t)n;
-    }
-    free(json);
-    return fd;
-}
-
 /* --- the process table ------------------------------------------------- */
 
 static int alloc_mslot(struct master *m)
@@ -565,7 +546,7 @@ static int prepare(struct master *m)
     m->nmslots = CFG_MAX_WORKERS * MAX_PROCS_PER_SLOT + 8;
     m->metrics_fd = m->inherited ? upgrade_adopt_metrics(m->inh.metrics, &m->shm, &m->nmslots)
                                  : metrics_create(m->nmslots, &m->shm);
-    m->config_fd = master_config_memfd(&m->cfg);
+    m->config_fd = cfg_to_memfd(&m->cfg, "cohort-config");
     if (m->metrics_fd < 0 || m->config_fd < 0) {
         log_error("cannot set up shared state: %s", strerror(errno));
         return 1;

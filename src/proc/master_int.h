@@ -151,7 +151,6 @@ struct master {
 };
 
 /* --- master.c: the process table: spawn, exits, restarts with backoff, the workers' messages, signals, stop, start */
-int master_config_memfd(const struct cfg *cfg);
 void master_drain_proc(struct wproc *p);
 void master_replace_dead(struct wslot *s, uint64_t up, int pid, const char *how);
 void master_spawn(struct wslot *s, int replacement, int next);

@@ -206,7 +206,7 @@ void master_reload_begin(struct master *m)
         fail_before_start(m, msg);
         return;
     }
-    rl->next_fd = keep_fixed_keys(m, &rl->next) < 0 ? -1 : master_config_memfd(&rl->next);
+    rl->next_fd = keep_fixed_keys(m, &rl->next) < 0 ? -1 : cfg_to_memfd(&rl->next, "cohort-config");
     if (rl->next_fd < 0) {
         cfg_free(&rl->next);
         fail_before_start(m, "reload refused: cannot hand the new config to workers");

@@ -77,30 +77,6 @@ static int report_start_failure(int id)
     return 1;
 }
 
-/* Reads the whole effective config the master left in a memfd. */
-static char *read_config_fd(int fd)
-{
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        ssize_t n = pread(fd, buf + len, cap - len - 1, (off_t)len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len + 1 == cap) {
-            char *p = realloc(buf, cap *= 2);
-            if (!p)
-                free(buf);
-            buf = p;
-        }
-    }
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
-
 static uint64_t read_rss(void)
 {
     long pages = 0, resident = 0;
@@ -294,7 +270,7 @@ static void setup_signals(struct worker *w)
 static int load_inherited(struct worker *w, int slot)
 {
     char err[512];
-    char *text = read_config_fd(WORKER_FD_CONFIG);
+    char *text = cfg_read_memfd(WORKER_FD_CONFIG);
     close(WORKER_FD_CONFIG);
     if (!text || cfg_from_json(text, &w->cfg, err, sizeof(err)) < 0) {
         fail_start("bad config from master: %s", text ? err : "unreadable");

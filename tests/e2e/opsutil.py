@@ -6,8 +6,10 @@ Every server gets its own short work directory under /tmp (Unix socket paths
 are limited to 107 bytes) holding its config, its control socket and pid file,
 so tests never share a control socket with anything else.
 """
+import grp
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -321,3 +323,48 @@ def parallel(fn, items, threads=8):
 
 def master_lines(log, pattern):
     return [l for l in log.splitlines() if re.search(pattern, l)]
+
+
+def queue_on_frozen_worker(port, conns, n=24, answer_within=0.1):
+    """With one worker stopped (SIGSTOP) under schedule reuseport: opens n
+    connections to port, each sending one GET, appended to conns (the caller
+    closes them). Reads each answer for answer_within seconds: those answered
+    must be 200; the rest, queued on the frozen worker's socket, are returned
+    and must not be none."""
+    for _ in range(n):
+        c = Conn(port, timeout=5)
+        c.send(get("/", headers=[("Connection", "close")]))
+        conns.append(c)
+    time.sleep(0.3)
+    pending = []
+    for c in conns:
+        try:
+            assert c.read_response(timeout=answer_within).status == 200
+        except TimeoutError:
+            pending.append(c)
+    assert pending, "no connection landed on the frozen worker's socket (of %d)" % n
+    return pending
+
+
+def notify_socket(ops):
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET, in a work
+    directory the ops fixture removes; reads time out after 5 s. Returns
+    (socket, path); the caller closes the socket."""
+    d = tempfile.mkdtemp(prefix="cohort-ops-n-", dir="/tmp")
+    ops.dirs.append(d)
+    path = os.path.join(d, "notify.sock")
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(path)
+    ns.settimeout(5)
+    return ns, path
+
+
+def nobody_and_group():
+    """The user nobody (a pwd entry) and the group to run it with (a grp
+    entry): nogroup where there is one, else nobody's own group."""
+    nobody = pwd.getpwnam("nobody")
+    try:
+        group = grp.getgrnam("nogroup")
+    except KeyError:
+        group = grp.getgrgid(nobody.pw_gid)
+    return nobody, group

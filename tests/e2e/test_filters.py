@@ -4,12 +4,10 @@ a proxy route, and the hello and health handlers in config routes; with the
 shop, the request counters and the cache on a proxy route. The
 backend is tests/e2e/pybackend.py, which counts the requests it sees per
 path (GET /count?path=P)."""
-import os
-import sqlite3
-
 import conftest
 import rawhttp
 from proxyutil import balancer, group, pybackend  # noqa: F401 (fixtures)
+from test_shop import sqlite_counter
 
 
 def routes(*extra):
@@ -85,15 +83,6 @@ def test_counters_and_cache_on_a_proxy_route_of_the_shop(pybackend, tmp_path):
                 r = c.read_response()
                 assert r.status == 200 and r.body == b"s"
         assert r.header("X-Cache") == "HIT" and be.count("/id") == 1
-        assert rawhttp.wait_for(lambda: counter(s, "request:GET:/id") == 3, 8), counter(s, "request:GET:/id")
+        assert rawhttp.wait_for(lambda: sqlite_counter(s, "request:GET:/id") == 3, 8), sqlite_counter(s, "request:GET:/id")
     finally:
         conftest.finish_all([s])
-
-
-def counter(s, name):
-    db = sqlite3.connect(os.path.join(s.workdir, "data", "shop.db"), timeout=10)
-    try:
-        row = db.execute("SELECT count FROM request_counters WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else 0
-    finally:
-        db.close()

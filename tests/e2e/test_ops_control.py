@@ -1,10 +1,8 @@
 """Control (issue 5): `cohort status [--json]`, `stop`, one master per
 control socket, stale sockets, exit codes; privileges dropped with
 user/group; sd_notify; SIGUSR1 reopening the access log."""
-import grp
 import json
 import os
-import pwd
 import random
 import re
 import shutil
@@ -17,8 +15,8 @@ import time
 
 import pytest
 
-from opsutil import (Conn, cohort_test_bin, get, kill_pid, ops, ops_bin, pid_alive, proc_ids, short_get,  # noqa: F401
-                     wait_for)
+from opsutil import (Conn, cohort_test_bin, get, kill_pid, nobody_and_group, notify_socket, ops, ops_bin,  # noqa: F401
+                     pid_alive, proc_ids, short_get, wait_for)
 
 
 def vm_rss(pid):
@@ -283,11 +281,7 @@ def free_low_port():
 def test_workers_run_as_configured_user(ops):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    nobody = pwd.getpwnam("nobody")
-    try:
-        group = grp.getgrnam("nogroup")
-    except KeyError:
-        group = grp.getgrgid(nobody.pw_gid)
+    nobody, group = nobody_and_group()
     port = free_low_port()
     s = ops({"user": "nobody", "group": group.gr_name}, port=port, mode=0o777)
     assert s.port < 1024
@@ -320,12 +314,7 @@ def test_workers_run_as_configured_user(ops):
 # --- sd_notify --------------------------------------------------------------------
 
 def test_sd_notify_ready_reloading_stopping(ops):
-    d = tempfile.mkdtemp(prefix="cohort-ops-n-", dir="/tmp")
-    ops.dirs.append(d)
-    path = os.path.join(d, "notify.sock")
-    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ns.bind(path)
-    ns.settimeout(5)
+    ns, path = notify_socket(ops)
     try:
         s = ops(env={"NOTIFY_SOCKET": path})
 

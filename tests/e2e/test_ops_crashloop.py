@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from opsutil import ops, short_get, wait_for  # noqa: F401 - fixtures
-from rawhttp import Closed, Conn, get
+from opsutil import ops, queue_on_frozen_worker, short_get, wait_for  # noqa: F401 - fixtures
+from rawhttp import Closed
 
 SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
 
@@ -138,18 +138,7 @@ def test_reuseport_connections_queued_on_a_dying_slot_go_to_a_live_worker(ops):
         time.sleep(1.1)
         victim = s.ready_workers()[1]["pid"]
         os.kill(victim, signal.SIGSTOP)
-        for _ in range(24):
-            c = Conn(s.port, timeout=5)
-            c.send(get("/", headers=[("Connection", "close")]))
-            conns.append(c)
-        time.sleep(0.3)
-        pending = []
-        for c in conns:
-            try:
-                assert c.read_response(timeout=0.2).status == 200
-            except TimeoutError:
-                pending.append(c)
-        assert pending, "no connection landed on the frozen worker's socket (of 24)"
+        pending = queue_on_frozen_worker(s.port, conns, answer_within=0.2)
         os.kill(victim, signal.SIGKILL)
         t0 = time.monotonic()
         for c in pending:

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from conftest import free_port
-from opsutil import assert_no_failures, ops, ops_bin, pid_alive, short_get, wait_for, wrk  # noqa: F401 - fixtures
+from opsutil import (assert_no_failures, ops, ops_bin, pid_alive, queue_on_frozen_worker, short_get,  # noqa: F401 - fixtures
+                     wait_for, wrk)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -249,6 +250,14 @@ def install(src, dst):
     os.rename(tmp, dst)
 
 
+def install_script(text, dst):
+    """Replaces dst, as install does, with a shell script holding text."""
+    src = dst + ".sh"
+    with open(src, "w") as f:
+        f.write(text)
+    install(src, dst)
+
+
 def own_binary(s_dir):
     d = os.path.join(s_dir, "bin")
     os.makedirs(d, exist_ok=True)
@@ -299,10 +308,7 @@ def test_replacement_never_ready_stops_the_reload(ops):
         s = ops({"ready_timeout": "1s"}, binary=path)
         s.worker_deaths_ok = False
         pids0 = s.ready_pids()
-        hang = os.path.join(d, "hang.sh")
-        with open(hang, "w") as f:
-            f.write("#!/bin/sh\nexec sleep 60\n")
-        install(hang, path)
+        install_script("#!/bin/sh\nexec sleep 60\n", path)
         t0 = time.monotonic()
         rc, out, err = s.cli("reload", timeout=30)
         took = time.monotonic() - t0
@@ -331,24 +337,12 @@ def test_reuseport_connections_queued_on_replaced_workers_socket_are_served(ops)
     put on its socket wait in its accept queue. A reload replaces it: the
     replacement takes over the same socket and answers them, none is reset,
     even before the old one wakes up."""
-    from rawhttp import Conn, get
     s = ops({"schedule": "reuseport"}, workers=2)
     old0 = s.ready_workers()[0]["pid"]
     os.kill(old0, signal.SIGSTOP)
     conns = []
     try:
-        for _ in range(24):
-            c = Conn(s.port, timeout=5)
-            c.send(get("/", headers=[("Connection", "close")]))
-            conns.append(c)
-        time.sleep(0.3)
-        pending = []
-        for c in conns:
-            try:
-                assert c.read_response(timeout=0.1).status == 200
-            except TimeoutError:
-                pending.append(c)
-        assert pending, "no connection landed on the frozen worker's socket (of 24)"
+        pending = queue_on_frozen_worker(s.port, conns)
         rc, out, err = s.cli("reload")
         assert rc == 0 and RELOADED_RE.match(out.strip()), (rc, out, err)
         for c in pending:
@@ -365,24 +359,31 @@ def test_reuseport_connections_queued_on_replaced_workers_socket_are_served(ops)
 
 # --- replacements that take a while to get ready ----------------------------------
 
+def server_then_script(ops, overrides, binary, script):
+    """A server started from its own copy of `binary` (kept as d/real), whose
+    binary on disk (d/cohort) is then replaced by the shell script
+    script(real), so what the master starts from now on runs that. Returns
+    (server, real, path)."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
+    ops.dirs.append(d)
+    real = os.path.join(d, "real")
+    install(binary, real)
+    path = os.path.join(d, "cohort")
+    install(real, path)
+    s = ops(overrides, binary=path)
+    install_script(script(real), path)
+    return s, real, path
+
+
 def slow_start_server(ops, overrides, delay):
     """A server started from its own copy of build/cohort-test, whose binary
     on disk is then a wrapper that waits `delay` s before exec'ing the real
     one: every replacement a reload or recycle starts takes that long to get
     ready (as an app with a slow start would)."""
-    import tempfile
     from opsutil import cohort_test_bin
-    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
-    ops.dirs.append(d)
-    real = os.path.join(d, "real")
-    install(cohort_test_bin(), real)
-    path = os.path.join(d, "cohort")
-    install(real, path)
-    s = ops(overrides, binary=path)
-    wrapper = os.path.join(d, "wrapper.sh")
-    with open(wrapper, "w") as f:
-        f.write('#!/bin/sh\nsleep %s\nexec %s "$@"\n' % (delay, real))
-    install(wrapper, path)
+    s, _, _ = server_then_script(ops, overrides, cohort_test_bin(),
+                                 lambda real: '#!/bin/sh\nsleep %s\nexec %s "$@"\n' % (delay, real))
     return s
 
 

@@ -8,13 +8,12 @@ import json
 import os
 import re
 import signal
-import tempfile
 import time
 
 import pytest
 
 from opsutil import assert_no_failures, ops, ops_bin, short_get, wait_for, wrk  # noqa: F401 - fixtures
-from test_ops_reload import install
+from test_ops_reload import install, server_then_script
 
 SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
 
@@ -23,20 +22,12 @@ def hang_for_worker(ops, overrides, hang_id):
     """A server started from its own copy of build/cohort, whose binary on
     disk is then a script that runs the real one, except worker `hang_id`,
     which it holds forever before anything starts (never ready)."""
-    d = tempfile.mkdtemp(prefix="cohort-ops-bin-", dir="/tmp")
-    ops.dirs.append(d)
-    real = os.path.join(d, "real")
-    install(ops_bin(), real)
-    path = os.path.join(d, "cohort")
-    install(real, path)
-    s = ops(overrides, binary=path)
+    s, real, path = server_then_script(
+        ops, overrides, ops_bin(),
+        lambda real: '#!/bin/sh\nif [ "$1" = __worker ] && [ "$2" = %d ]; then exec sleep 120; fi\nexec %s "$@"\n'
+        % (hang_id, real))
     s.real, s.path = real, path
     s.worker_deaths_ok = True
-    hang = os.path.join(d, "hang.sh")
-    with open(hang, "w") as f:
-        f.write('#!/bin/sh\nif [ "$1" = __worker ] && [ "$2" = %d ]; then exec sleep 120; fi\nexec %s "$@"\n'
-                % (hang_id, real))
-    install(hang, path)
     return s
 
 

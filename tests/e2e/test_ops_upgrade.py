@@ -16,8 +16,10 @@ import time
 import pytest
 
 from conftest import children_of, cmdline, free_port
-from opsutil import assert_no_failures, kill_pid, ops, ops_bin, pid_alive, short_get, wait_for, wrk  # noqa: F401
-from test_ops_reload import NEW_VERSION, install, new_build, own_binary  # noqa: F401 - new_build is a fixture
+from opsutil import (assert_no_failures, kill_pid, notify_socket, ops, ops_bin, pid_alive,  # noqa: F401
+                     queue_on_frozen_worker, short_get, wait_for, wrk)
+from test_ops_reload import (NEW_VERSION, install, install_script, new_build,  # noqa: F401 - new_build is a fixture
+                             own_binary)
 
 SCHEDULES = ["reuseport", "shared", "round_robin", "least_loaded"]
 
@@ -137,25 +139,13 @@ def test_reuseport_connections_queued_on_the_old_workers_socket_are_served(ops, 
     put on its socket wait in its accept queue. After an upgrade the new
     master's worker 0 serves on that same socket and answers them, none is
     reset, while the frozen worker still holds its copy."""
-    from rawhttp import Conn, get
     s = ops({"schedule": "reuseport"}, workers=2)
     old, old_workers = s.proc.pid, s.ready_pids()
     old0 = s.ready_workers()[0]["pid"]
     os.kill(old0, signal.SIGSTOP)
     conns = []
     try:
-        for _ in range(24):
-            c = Conn(s.port, timeout=5)
-            c.send(get("/", headers=[("Connection", "close")]))
-            conns.append(c)
-        time.sleep(0.3)
-        pending = []
-        for c in conns:
-            try:
-                assert c.read_response(timeout=0.1).status == 200
-            except TimeoutError:
-                pending.append(c)
-        assert pending, "no connection landed on the frozen worker's socket (of 24)"
+        pending = queue_on_frozen_worker(s.port, conns)
         rc, ans, err = upgrade(s, adopted)
         assert rc == 0, (rc, ans, err)
         for c in pending:
@@ -272,10 +262,7 @@ def test_new_binary_that_fails_leaves_the_old_master(ops, adopted, script, want)
         path = own_binary(d)
         s = ops({"ready_timeout": "1s"}, binary=path)
         old, old_workers = s.proc.pid, s.ready_pids()
-        broken = os.path.join(d, "broken.sh")
-        with open(broken, "w") as f:
-            f.write("#!/bin/sh\n%s\n" % script)
-        install(broken, path)
+        install_script("#!/bin/sh\n%s\n" % script, path)
         t0 = time.monotonic()
         rc, ans, err = upgrade(s, adopted, timeout=40)
         took = time.monotonic() - t0
@@ -323,10 +310,7 @@ def test_upgrade_refused_during_a_reload_and_reload_refused_during_an_upgrade(op
         path = own_binary(d)
         s = ops({"ready_timeout": "2s"}, binary=path)
         old, old_workers = s.proc.pid, s.ready_pids()
-        hang = os.path.join(d, "hang.sh")
-        with open(hang, "w") as f:
-            f.write("#!/bin/sh\nexec sleep 60\n")
-        install(hang, path)
+        install_script("#!/bin/sh\nexec sleep 60\n", path)
         box = {}
         # a reload whose replacement hangs until ready_timeout: no upgrade meanwhile
         t = threading.Thread(target=lambda: box.update(reload=s.cli("reload", timeout=40)))
@@ -355,12 +339,7 @@ def test_sd_notify_follows_the_new_master(ops, adopted):
     new one), never STOPPING=1 from the old master that hands over; the new
     master says STOPPING=1 when it stops."""
     import socket
-    d = tempfile.mkdtemp(prefix="cohort-ops-n-", dir="/tmp")
-    ops.dirs.append(d)
-    path = os.path.join(d, "notify.sock")
-    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ns.bind(path)
-    ns.settimeout(5)
+    ns, path = notify_socket(ops)
     try:
         s = ops(env={"NOTIFY_SOCKET": path})
         assert ns.recv(4096).decode() == "READY=1"

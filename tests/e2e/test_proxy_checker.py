@@ -5,7 +5,6 @@ of each check's connection (the socket's inode in /proc/net/tcp, then the
 process whose descriptors include it) and that process's uid. The checker
 is listed by `cohort status`, restarted when killed, replaced on reload
 when the checked groups change, and not started when no group has checks."""
-import grp
 import json
 import os
 import pwd
@@ -19,7 +18,7 @@ import time
 import pytest
 
 import conftest
-from opsutil import kill_pid, ops, proc_ids, short_get, wait_for  # noqa: F401 (fixture)
+from opsutil import kill_pid, nobody_and_group, ops, proc_ids, short_get, wait_for  # noqa: F401 (fixture)
 
 HC_PATH = "/hc"
 
@@ -151,11 +150,7 @@ def wait_checks_by(backend, pid, since, n=3, timeout=15):
 def test_checks_run_as_user_in_the_checker(ops, backend):
     if os.geteuid() != 0:
         pytest.skip("needs root: the checker's user is nobody")
-    nobody = pwd.getpwnam("nobody")
-    try:
-        group = grp.getgrnam("nogroup")
-    except KeyError:
-        group = grp.getgrgid(nobody.pw_gid)
+    nobody, group = nobody_and_group()
     s = ops(lb_config(backend, user=("nobody", group.gr_name)), workers=2, mode=0o777)
     s.worker_deaths_ok = True  # the test kills the checker, which logs "restarting"
     backend.master = s.pid

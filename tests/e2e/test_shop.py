@@ -88,16 +88,21 @@ def worker_of(r):
     return r.header("X-Request-Id").split("-")[0]
 
 
-def counter(s, name):
-    if s.redis:
-        v = s.redis.call("GET", name)
-        return int(v) if v is not None else 0
+def sqlite_counter(s, name):
+    """Counter `name` as server s keeps it in SQLite (the shop without Redis)."""
     db = sqlite3.connect(os.path.join(s.workdir, "data", "shop.db"), timeout=10)
     try:
         row = db.execute("SELECT count FROM request_counters WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
     finally:
         db.close()
+
+
+def counter(s, name):
+    if s.redis:
+        v = s.redis.call("GET", name)
+        return int(v) if v is not None else 0
+    return sqlite_counter(s, name)
 
 
 # --- products ---------------------------------------------------------------

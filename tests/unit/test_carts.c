@@ -355,15 +355,8 @@ static void use_sqlite(void)
 
 static void spawn_redis(int port)
 {
-    char sport[16];
-    snprintf(sport, sizeof sport, "%d", port);
-    redis_pid = fork();
+    redis_pid = spawn_redis_server(port, dir);
     cr_assert_neq(redis_pid, -1);
-    if (redis_pid == 0) {
-        execlp("redis-server", "redis-server", "--port", sport, "--bind", "127.0.0.1", "--dir", dir, "--save", "",
-               "--appendonly", "no", "--logfile", "/dev/null", (char *)NULL);
-        _exit(127);
-    }
 }
 
 /* The owner's part: tell the store when the connection came up. */

@@ -18,6 +18,7 @@
 #include "proxy/health.h"
 #include "proxy/upstream.h"
 #include "modules.h"
+#include "testloop.h"
 
 /* Route handlers and their keys, registered as main registers them. */
 __attribute__((constructor)) static void register_modules(void)
@@ -60,22 +61,6 @@ static void load_cfg(struct cfg *cfg, int checks)
     cr_assert_eq(cfg_from_json(text, cfg, err, sizeof(err)), 0, "%s", err);
 }
 
-static void stop_cb(uv_timer_t *t)
-{
-    (void)t;
-    uv_stop(&loop);
-}
-
-static void run_for(uint64_t ms)
-{
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, stop_cb, ms, 0);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
-
 /* The checker's status field `key` (an integer, or a string compared to `want`). */
 static json_int_t status_int(struct checker *c, const char *key)
 {
@@ -100,7 +85,7 @@ static int run_until(int (*done)(struct checker *), struct checker *c, uint64_t 
     uv_update_time(&loop);
     uint64_t end = uv_now(&loop) + max_ms;
     while (!done(c) && uv_now(&loop) < end)
-        run_for(20);
+        run_for(&loop, 20);
     return done(c);
 }
 
@@ -166,7 +151,7 @@ Test(checker, anything_but_a_verdict_gets_it_killed_and_restarted)
     struct checker *c = setup(&cfg, &hc, 1);
     cr_assert(run_until(killed_and_back, c, 10000), "not killed: restarts %lld",
               (long long)status_int(c, "restarts"));
-    run_for(200);
+    run_for(&loop, 200);
     cr_assert_eq(nmsgs, 0, "a verdict after a bad message was counted");
     teardown(c, hc, &cfg);
 }
@@ -213,7 +198,7 @@ Test(checker, none_without_checks_and_gone_when_they_go)
     st = checker_status(c);
     cr_assert(json_is_null(st));
     json_decref(st);
-    run_for(300);
+    run_for(&loop, 300);
     cr_assert(kill((pid_t)pid, 0) < 0, "the checker is still there");
     cfg_free(&with);
     teardown(c, hc, &cfg);

@@ -14,6 +14,7 @@
 
 #include "proxy/health.h"
 #include "proxy/upstream.h"
+#include "testloop.h"
 
 Test(health, fall_and_rise)
 {
@@ -127,22 +128,6 @@ static void on_conn(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
 }
 
-static void stop_cb(uv_timer_t *t)
-{
-    (void)t;
-    uv_stop(&loop);
-}
-
-static void run_for(uint64_t ms)
-{
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, stop_cb, ms, 0);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
-
 static struct cfg cfg;
 static struct cfg_upstream group;
 static struct cfg_upstream_server servers[2];
@@ -198,7 +183,7 @@ static int await_flags(const char *server, int want, uint64_t max_ms)
 {
     uint64_t end = now_ms() + max_ms;
     while (last_flags(server) != want && uv_now(&loop) < end)
-        run_for(10);
+        run_for(&loop, 10);
     return last_flags(server);
 }
 
@@ -224,7 +209,7 @@ Test(health, checks_mark_down_and_up)
     answer = 503;
     cr_assert_eq(await_flags(addr0, UP_F_DOWN, 5000), UP_F_DOWN, "503 fails the check");
     answer = 0; /* accepts, says nothing: timeouts */
-    run_for(3 * group.health.interval_ms);
+    run_for(&loop, 3 * group.health.interval_ms);
     cr_assert_eq(last_flags(addr0), UP_F_DOWN);
     answer = 200;
     int before = nmsgs;
@@ -322,7 +307,7 @@ static int await_verdict(const char *server, int want, const char *why_part, uin
     uint64_t end = now_ms() + max_ms;
     nverdicts = 0;
     while (!(last_verdict(server, why, sizeof(why)) == want && strstr(why, why_part)) && uv_now(&loop) < end)
-        run_for(10);
+        run_for(&loop, 10);
     return last_verdict(server, why, sizeof(why)) == want && strstr(why, why_part);
 }
 
@@ -339,7 +324,7 @@ Test(health, the_checker_sends_each_verdict_and_keeps_no_state)
     cr_assert(await_verdict(addr0, 0, "status 503", 5000), "a 503 fails");
     /* every check gives a verdict, not only a flip: three failures in a row */
     nverdicts = 0;
-    run_for(4 * group.health.interval_ms);
+    run_for(&loop, 4 * group.health.interval_ms);
     int fails = 0;
     for (int i = 0; i < nverdicts; i++)
         fails += strcmp(verdicts[i].server, addr0) == 0 && verdicts[i].ok == 0;
@@ -370,7 +355,7 @@ Test(health, the_master_counts_verdicts_and_connects_nowhere)
     struct hc *h = hc_new_role(HC_STATE, &loop, &cfg, shm, broadcast, NULL);
     cr_assert_not_null(h);
     accepted = 0;
-    run_for(4 * group.health.interval_ms);
+    run_for(&loop, 4 * group.health.interval_ms);
     cr_assert_eq(accepted, 0, "the master opened %d check connections", accepted);
     cr_assert_eq(nmsgs, 0);
 

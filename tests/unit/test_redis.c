@@ -62,15 +62,8 @@ static int can_connect(void)
 
 static void start_redis(void)
 {
-    char port[16];
-    snprintf(port, sizeof port, "%d", redis_port);
-    redis_pid = fork();
+    redis_pid = spawn_redis_server(redis_port, dir);
     cr_assert_neq(redis_pid, -1);
-    if (redis_pid == 0) {
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir, "--save", "",
-               "--appendonly", "no", "--logfile", "/dev/null", (char *)NULL);
-        _exit(127);
-    }
     for (int i = 0; i < 200 && !can_connect(); i++)
         usleep(20000);
     cr_assert(can_connect(), "redis-server did not start (is it installed? scripts/deps.sh test)");

@@ -107,15 +107,10 @@ build/fuzz/config: fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) $(wildcard src/core/*.h
 
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 
-# Replays every kept regression, then fuzzes each target for FUZZ_SECONDS.
+# Replays every kept regression, then fuzzes each target for FUZZ_SECONDS;
+# fails when a target crashes, printing the input (scripts/fuzz.sh).
 fuzz: fuzz-build
-	@set -e; for t in $(FUZZ_TARGETS); do \
-	  mkdir -p build/fuzz/corpus-$$t; \
-	  ./build/fuzz/$$t -runs=0 fuzz/regressions/$$t fuzz/corpus/$$t; \
-	  ./build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -timeout=10 \
-	    -dict=fuzz/$$t.dict -artifact_prefix=fuzz/regressions/$$t/ \
-	    build/fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 | tail -n 3; \
-	done
+	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The include graph of src/ follows the layer order (lower layers first) and
 # has no cycle between modules; see scripts/check-layers.py.

@@ -30,7 +30,7 @@ UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNIT:tests/unit/%.c=$(BUILD)/tests/%)
 VERSION  := $(shell cat VERSION)
 
-.PHONY: all run test unit e2e soak fuzz fuzz-build deps deps-test clean bench check-docs check-layers
+.PHONY: all run test unit e2e soak fuzz fuzz-build deps deps-test clean bench check-docs check-layers fresh
 all: $(BUILD)/cohort
 
 $(BUILD)/cohort: $(OBJ)
@@ -120,6 +120,13 @@ check-layers:
 test: deps-test
 	@$(MAKE) --no-print-directory all check-layers unit e2e
 	@$(MAKE) --no-print-directory fuzz SANITIZE=
+
+# The README's two commands (make run, then make test) in a throwaway Debian 12
+# root that has only gcc, make and git (scripts/fresh.sh). Needs root; not part
+# of make test.
+fresh:
+	@scripts/deps.sh fresh
+	@scripts/fresh.sh
 
 bench: all
 	@scripts/deps.sh bench

@@ -164,6 +164,7 @@ main() {
 
   t0=$SECONDS
   work=$(mktemp -d "${FRESH_DIR:-/var/tmp}/cohort-fresh.XXXXXX")
+  chmod 755 "$work"  # apt downloads into the root as _apt
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM

@@ -7,7 +7,7 @@
 #   scripts/deps.sh list LIST   -- prints LIST's packages, one a line, and installs nothing
 # Every dependency of the project is named here and nowhere else.
 set -eu
-build="gcc make pkg-config libuv1-dev libhiredis-dev libjansson-dev libsqlite3-dev"
+build="gcc libc6-dev make pkg-config libuv1-dev libhiredis-dev libjansson-dev libsqlite3-dev"
 # make test: Criterion (unit), Debian's python3 with pytest (e2e), redis-server
 # and redis-sentinel (unit and e2e), clang with its sanitizer and libFuzzer
 # runtime (make fuzz), wrk (the load during reloads and recycles), iproute2

@@ -114,6 +114,8 @@ in_root() {
 
 in_namespace() {
   local root=$1 rc=0
+  # / a mount point in the root, as on a machine (`ip netns` remounts it)
+  mount --bind "$root" "$root"
   mount -t proc proc "$root/proc"
   mount -t sysfs sysfs "$root/sys"
   mount --rbind /dev "$root/dev"

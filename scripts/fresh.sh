@@ -145,6 +145,7 @@ cleanup() {
       rm -rf --one-file-system "$work"
     fi
   fi
+  [ "$rc" -lt 128 ] || echo "make fresh: interrupted (exit $rc)" >&2
   exit "$rc"
 }
 
@@ -176,7 +177,7 @@ main() {
     mmdebstrap --mode=root --variant=minbase --include="$BASE" "$SUITE" "$work/root" "${sources[@]}"
   cp -L /etc/resolv.conf "$work/root/etc/resolv.conf"
   [ -e "$work/root/etc/hosts" ] || cp -L /etc/hosts "$work/root/etc/hosts"
-  git clone -q "$top" "$work/root$CLONE"
+  git clone -q --no-hardlinks "$top" "$work/root$CLONE"
   git -C "$work/root$CLONE" checkout -q --detach "$rev"
   cp "$self" "$work/root/root/fresh.sh"
   echo "== root ready after $((SECONDS - t0))s"

@@ -11,8 +11,9 @@ build="gcc libc6-dev make pkg-config libuv1-dev libhiredis-dev libjansson-dev li
 # make test: Criterion (unit), Debian's python3 with pytest (e2e), redis-server
 # and redis-sentinel (unit and e2e), clang with its sanitizer and libFuzzer
 # runtime (make fuzz), wrk (the load during reloads and recycles), iproute2
-# (`ip netns`, the multi-host tests), chromium (the dashboard), curl and procps.
-test="$build libcriterion-dev python3-pytest redis-server redis-sentinel clang libclang-rt-14-dev wrk iproute2 chromium curl procps"
+# (`ip netns`, the multi-host tests), util-linux and mount (`unshare`, `mount`:
+# the checker's DNS test), chromium (the dashboard), curl and procps.
+test="$build libcriterion-dev python3-pytest redis-server redis-sentinel clang libclang-rt-14-dev wrk iproute2 util-linux mount chromium curl procps"
 bench="$test nginx-light h2o haproxy"
 # The Node.js peers need node and npm; take Debian's only when none is installed.
 command -v npm >/dev/null 2>&1 || bench="$bench nodejs npm"

@@ -30,7 +30,7 @@ UNIT     := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNIT:tests/unit/%.c=$(BUILD)/tests/%)
 VERSION  := $(shell cat VERSION)
 
-.PHONY: all run test unit e2e soak fuzz fuzz-build deps deps-test clean bench check-docs check-layers
+.PHONY: all run test unit e2e soak fuzz fuzz-build deps deps-test clean bench check-docs check-layers fresh
 all: $(BUILD)/cohort
 
 $(BUILD)/cohort: $(OBJ)
@@ -97,26 +97,20 @@ build/fuzz/%: fuzz/fuzz_%.c src/http/parser.c src/http/parser.h
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_$*.c src/http/parser.c
 
-# The config loader's target links every source but main.c: the modules
-# register their handlers, keys and hooks (src/modules.c) before the loader
-# runs, and their registrations reach into the rest of the tree.
+# The config loader's target links every source but main.c: the loader calls
+# into the modules it registers, and they into the rest.
 FUZZ_CONFIG_SRC := $(filter-out src/main.c,$(SRC))
-build/fuzz/config: fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) $(wildcard src/*/*.h src/*.h) src/app/dashboard.html
+build/fuzz/config: fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) $(wildcard src/*.h src/*/*.h) src/app/dashboard.html VERSION
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ fuzz/fuzz_config.c \
-	  $(FUZZ_CONFIG_SRC) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -DCOHORT_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+	  -o $@ fuzz/fuzz_config.c $(FUZZ_CONFIG_SRC) $(LDLIBS)
 
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 
-# Replays every kept regression, then fuzzes each target for FUZZ_SECONDS.
+# Replays every kept regression, then fuzzes each target for FUZZ_SECONDS;
+# fails when a target crashes, printing the input (scripts/fuzz.sh).
 fuzz: fuzz-build
-	@set -e; for t in $(FUZZ_TARGETS); do \
-	  mkdir -p build/fuzz/corpus-$$t; \
-	  ./build/fuzz/$$t -runs=0 fuzz/regressions/$$t fuzz/corpus/$$t; \
-	  ./build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -timeout=10 \
-	    -dict=fuzz/$$t.dict -artifact_prefix=fuzz/regressions/$$t/ \
-	    build/fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 | tail -n 3; \
-	done
+	@scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The include graph of src/ follows the layer order (lower layers first) and
 # has no cycle between modules; see scripts/check-layers.py.
@@ -126,6 +120,13 @@ check-layers:
 test: deps-test
 	@$(MAKE) --no-print-directory all check-layers unit e2e
 	@$(MAKE) --no-print-directory fuzz SANITIZE=
+
+# The README's two commands (make run, then make test) in a throwaway Debian 12
+# root that has only gcc, make and git (scripts/fresh.sh). Needs root; not part
+# of make test.
+fresh:
+	@scripts/deps.sh fresh
+	@scripts/fresh.sh
 
 bench: all
 	@scripts/deps.sh bench

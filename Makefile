@@ -3,7 +3,7 @@
 # dependencies). SANITIZE=address,undefined builds into build/san/ instead.
 
 CC       ?= cc
-PKGS     := libuv hiredis jansson sqlite3
+PKGS     := libuv hiredis jansson sqlite3 openssl libpq zlib libbrotlienc libbrotlidec libzstd libnghttp2 libcrypt
 SANITIZE ?=
 FUZZ_SECONDS ?= 60
 # Debian's python3, which has python3-pytest (a python3 earlier in PATH may not).

@@ -7,16 +7,22 @@
 #   scripts/deps.sh list LIST   -- prints LIST's packages, one a line, and installs nothing
 # Every dependency of the project is named here and nowhere else.
 set -eu
-build="gcc libc6-dev make pkg-config libuv1-dev libhiredis-dev libjansson-dev libsqlite3-dev"
+# OpenSSL 3 (TLS), libpq (the PostgreSQL catalog), zlib, brotli and zstd
+# (compression), nghttp2 (HTTP/2), libcrypt (basic auth hashes).
+build="gcc libc6-dev make pkg-config libuv1-dev libhiredis-dev libjansson-dev libsqlite3-dev libssl-dev libpq-dev zlib1g-dev libbrotli-dev libzstd-dev libnghttp2-dev libcrypt-dev"
 # make test: Criterion (unit), Debian's python3 with pytest (e2e), redis-server
 # and redis-sentinel (unit and e2e), clang with its sanitizer and libFuzzer
 # runtime (make fuzz), wrk (the load during reloads and recycles), iproute2
 # (`ip netns`, the multi-host tests), util-linux and mount (`unshare`, `mount`:
-# the checker's DNS test), chromium (the dashboard), curl and procps.
-test="$build libcriterion-dev python3-pytest redis-server redis-sentinel clang libclang-rt-14-dev wrk iproute2 util-linux mount chromium curl procps"
+# the checker's DNS test), chromium (the dashboard), curl and procps;
+# openssl (s_client), testssl.sh, nghttp2-client (h2load), postgresql (the
+# tests' own clusters), brotli and zstd (decoding what cohort compressed).
+test="$build libcriterion-dev python3-pytest redis-server redis-sentinel clang libclang-rt-14-dev wrk iproute2 util-linux mount chromium curl procps openssl testssl.sh nghttp2-client postgresql brotli zstd"
+# The supervised-app tests run a Node.js app: Debian's nodejs when none is installed.
+command -v node >/dev/null 2>&1 || test="$test nodejs"
 bench="$test nginx-light h2o haproxy"
-# The Node.js peers need node and npm; take Debian's only when none is installed.
-command -v npm >/dev/null 2>&1 || bench="$bench nodejs npm"
+# The Node.js peers (and PM2) need npm; take Debian's only when none is installed.
+command -v npm >/dev/null 2>&1 || bench="$bench npm"
 fresh="mmdebstrap"
 
 usage() {

@@ -14,7 +14,7 @@ import sys
 RANKS = {
     "core": 0,
     "redis": 1, "store": 1,
-    "net": 2,
+    "net": 2, "tls": 2,
     "http": 3,
     "cache": 4, "filters": 4,
     "proxy": 5,

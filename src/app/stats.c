@@ -619,7 +619,7 @@ static int start_admin(struct stats *s, char *err, size_t errlen)
     s->admin = http_server_new(s->env.loop, s->env.cfg, s->admin_router, NULL);
     if (!s->admin)
         return -ENOMEM;
-    int r = http_server_listen_fd(s->admin, s->env.admin_fd);
+    int r = http_server_listen_fd(s->admin, s->env.admin_fd, 0);
     if (r < 0)
         snprintf(err, errlen, "admin listener: %s", uv_strerror(r));
     return r;

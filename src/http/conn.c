@@ -441,8 +441,9 @@ void conn_close(struct http_conn *c)
 
 /* Sets up a connection: uv_accept from `server` (a listener, or the IPC
  * pipe the master hands connections over in round_robin and least_loaded),
- * or, with fd >= 0, uv_tcp_open of a descriptor accepted here. */
-static void conn_start(struct http_server *srv, uv_stream_t *server, int fd)
+ * or, with fd >= 0, uv_tcp_open / uv_pipe_open of a descriptor accepted
+ * here. `flags` are its listener's (HTTP_LISTEN_*). */
+static void conn_start(struct http_server *srv, uv_stream_t *server, int fd, unsigned flags)
 {
     struct http_conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -450,15 +451,21 @@ static void conn_start(struct http_server *srv, uv_stream_t *server, int fd)
             close(fd);
         return;
     }
-    uv_tcp_init(srv->loop, &c->tcp);
+    int unix_sock = (flags & HTTP_LISTEN_UNIX) != 0;
+    if (unix_sock)
+        uv_pipe_init(srv->loop, &c->pipe, 0);
+    else
+        uv_tcp_init(srv->loop, &c->tcp);
     c->tcp.data = c;
     c->srv = srv;
+    c->lflags = (uint8_t)flags;
     tl_node_init(&c->tn);
     list_init(&c->flush_link);
     srv->nconns++;
     metrics_add(srv->slot->conns_open, 1);
     metrics_add(srv->slot->conns_total, 1);
-    int r = fd >= 0 ? uv_tcp_open(&c->tcp, fd) : uv_accept(server, (uv_stream_t *)&c->tcp);
+    int r = fd < 0 ? uv_accept(server, (uv_stream_t *)&c->tcp)
+                   : unix_sock ? uv_pipe_open(&c->pipe, fd) : uv_tcp_open(&c->tcp, fd);
     if (r < 0) {
         if (fd >= 0)
             close(fd);
@@ -466,41 +473,64 @@ static void conn_start(struct http_server *srv, uv_stream_t *server, int fd)
         uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
+    if (!unix_sock)
+        uv_tcp_nodelay(&c->tcp, 1);
     conn_set_state(c, ST_HEAD);
     conn_start_reading(c);
 }
 
-static void accept_from(struct http_server *srv, uv_stream_t *server)
-{
-    conn_start(srv, server, -1);
-}
-
-/* Connections the kernel already queued on our listener would be reset if
+/* Connections the kernel already queued on a listener would be reset if
  * this were the socket's last descriptor: take them before closing it. */
-void conn_accept_queued(struct http_server *srv)
+void conn_accept_queued(struct http_listener *l)
 {
     int fd;
-    if (uv_fileno((uv_handle_t *)&srv->listener, &fd) < 0)
+    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) < 0)
         return;
     for (int i = 0; i < 65536; i++) {
         int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0)
             break;
-        conn_start(srv, NULL, cfd);
+        conn_start(l->srv, NULL, cfd, l->flags);
     }
 }
 
 void conn_on_connection(uv_stream_t *server, int status)
 {
+    struct http_listener *l = server->data;
     /* status < 0: EMFILE and the like; libuv already shed the connection */
     if (status == 0)
-        accept_from(server->data, server);
+        conn_start(l->srv, server, -1, l->flags);
 }
 
-void http_server_adopt(struct http_server *srv, uv_stream_t *from)
+void http_server_adopt(struct http_server *srv, uv_stream_t *from, unsigned flags)
 {
-    accept_from(srv, from);
+    /* the handle's own kind wins over what the message said */
+    if (uv_pipe_pending_type((uv_pipe_t *)from) == UV_NAMED_PIPE)
+        flags |= HTTP_LISTEN_UNIX;
+    else
+        flags &= ~HTTP_LISTEN_UNIX;
+    conn_start(srv, from, -1, flags);
+}
+
+/* The peer's address into c->peer (TCP), or AF_UNIX. */
+static void peer_lookup(struct http_conn *c)
+{
+    struct sockaddr_storage ss;
+    int n = sizeof(ss);
+    c->peer_family = 0xff;
+    if (c->lflags & HTTP_LISTEN_UNIX) {
+        c->peer_family = AF_UNIX;
+        return;
+    }
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        memcpy(c->peer, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        c->peer_family = AF_INET;
+    } else if (ss.ss_family == AF_INET6) {
+        memcpy(c->peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        c->peer_family = AF_INET6;
+    }
 }
 
 size_t http_peer_addr(struct http_exchange *x, char *buf, size_t len)
@@ -508,19 +538,11 @@ size_t http_peer_addr(struct http_exchange *x, char *buf, size_t len)
     struct http_conn *c = x->conn;
     if (!c || len < INET6_ADDRSTRLEN)
         return 0;
-    if (!c->peer_family) {
-        struct sockaddr_storage ss;
-        int n = sizeof(ss);
-        c->peer_family = 0xff;
-        if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &n) == 0) {
-            if (ss.ss_family == AF_INET) {
-                memcpy(c->peer, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-                c->peer_family = AF_INET;
-            } else if (ss.ss_family == AF_INET6) {
-                memcpy(c->peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-                c->peer_family = AF_INET6;
-            }
-        }
+    if (!c->peer_family)
+        peer_lookup(c);
+    if (c->peer_family == AF_UNIX) {
+        memcpy(buf, "unix:", 6);
+        return 5;
     }
     if (c->peer_family == 0xff || !inet_ntop(c->peer_family, c->peer, buf, (socklen_t)len))
         return 0;

@@ -70,7 +70,10 @@ struct file_send {
 };
 
 struct http_conn {
-    uv_tcp_t tcp;
+    union {                  /* the client's stream: TCP, or a Unix socket (lflags) */
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    };
     struct http_server *srv;
     struct tl_node tn;       /* in srv->lists[state] */
     char *buf;
@@ -81,7 +84,8 @@ struct http_conn {
     struct obuf *out, *inflight;
     struct file_send *file;
     uint8_t state;
-    uint8_t peer_family;     /* 0: not looked up; AF_INET, AF_INET6; 0xff: unknown */
+    uint8_t lflags;          /* its listener's HTTP_LISTEN_* flags */
+    uint8_t peer_family;     /* 0: not looked up; AF_INET, AF_INET6, AF_UNIX; 0xff: unknown */
     uint8_t peer[16];        /* the client's address, for the access log */
     unsigned reading : 1;
     unsigned closing : 1;    /* close once the output is written */
@@ -94,6 +98,17 @@ struct http_conn {
     struct list_node flush_link; /* in srv->flushq */
 };
 
+/* A listening socket of the server; conn_on_connection finds it as the
+ * handle's data. */
+struct http_listener {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    };
+    struct http_server *srv;
+    unsigned flags;          /* HTTP_LISTEN_* */
+};
+
 struct http_server {
     uv_loop_t *loop;
     const struct cfg *cfg;
@@ -101,7 +116,8 @@ struct http_server {
     struct metrics_slot *slot;
     struct metrics_slot local_slot;
     struct http_limits limits;
-    uv_tcp_t listener;
+    struct http_listener **listeners;
+    int nlisteners;          /* open ones: closed when draining */
     uv_timer_t sweep;
     uv_check_t flusher;      /* writes streamed pieces at the end of an iteration */
     struct list_node flushq;
@@ -117,7 +133,6 @@ struct http_server {
     char date[40];
     time_t date_sec;
     /* drain */
-    unsigned listening : 1;
     unsigned draining : 1;
     unsigned closing : 1;
     http_drained_fn drained;
@@ -183,7 +198,7 @@ void conn_release_buffer(struct http_conn *c);
 void conn_flush(struct http_conn *c);
 void conn_close(struct http_conn *c);
 void conn_on_connection(uv_stream_t *server, int status);
-void conn_accept_queued(struct http_server *srv);
+void conn_accept_queued(struct http_listener *l);
 void conn_free_lists(struct http_server *srv);
 
 /* --- response.c ------------------------------------------------------------- */

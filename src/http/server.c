@@ -460,27 +460,59 @@ struct http_server *http_server_new(uv_loop_t *loop, const struct cfg *cfg, stru
     return srv;
 }
 
-int http_server_listen_fd(struct http_server *srv, int fd)
-{
-    int r = uv_tcp_init(srv->loop, &srv->listener);
-    if (r < 0)
-        return r;
-    srv->listener.data = srv;
-    srv->open_handles++;
-    if ((r = uv_tcp_open(&srv->listener, fd)) < 0 ||
-        (r = uv_listen((uv_stream_t *)&srv->listener, srv->cfg->backlog, conn_on_connection)) < 0)
-        return r;
-    srv->listening = 1;
-    return 0;
-}
-
 static void server_handle_closed(uv_handle_t *h)
 {
     struct http_server *srv = h->data;
     if (--srv->open_handles > 0 || !srv->closing)
         return;
     conn_free_lists(srv);
+    free(srv->listeners);
     free(srv);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    struct http_listener *l = h->data;
+    h->data = l->srv;
+    free(l);
+    server_handle_closed(h);
+}
+
+int http_server_listen_fd(struct http_server *srv, int fd, unsigned flags)
+{
+    struct http_listener **ls = realloc(srv->listeners, (size_t)(srv->nlisteners + 1) * sizeof(*ls));
+    if (!ls)
+        return UV_ENOMEM;
+    srv->listeners = ls;
+    struct http_listener *l = calloc(1, sizeof(*l));
+    if (!l)
+        return UV_ENOMEM;
+    l->srv = srv;
+    l->flags = flags;
+    int unix_sock = (flags & HTTP_LISTEN_UNIX) != 0;
+    int r = unix_sock ? uv_pipe_init(srv->loop, &l->pipe, 0) : uv_tcp_init(srv->loop, &l->tcp);
+    if (r < 0) {
+        free(l);
+        return r;
+    }
+    l->tcp.data = l;
+    srv->open_handles++;
+    ls[srv->nlisteners++] = l;
+    if ((r = unix_sock ? uv_pipe_open(&l->pipe, fd) : uv_tcp_open(&l->tcp, fd)) < 0 ||
+        (r = uv_listen((uv_stream_t *)&l->tcp, srv->cfg->backlog, conn_on_connection)) < 0)
+        return r;
+    return 0;
+}
+
+/* Closes every listener; with `take`, after taking what they queued. */
+static void close_listeners(struct http_server *srv, int take)
+{
+    for (int i = 0; i < srv->nlisteners; i++) {
+        if (take)
+            conn_accept_queued(srv->listeners[i]);
+        uv_close((uv_handle_t *)&srv->listeners[i]->tcp, listener_closed);
+    }
+    srv->nlisteners = 0;
 }
 
 void http_server_drain(struct http_server *srv, http_drained_fn done, void *arg)
@@ -489,11 +521,7 @@ void http_server_drain(struct http_server *srv, http_drained_fn done, void *arg)
     srv->drained_arg = arg;
     if (!srv->draining) {
         srv->draining = 1;
-        if (srv->listening) {
-            srv->listening = 0;
-            conn_accept_queued(srv);
-            uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
-        }
+        close_listeners(srv, 1);
         uv_timer_start(&srv->sweep, sweep_cb, 0, 100);
     }
     server_check_drained(srv);
@@ -505,10 +533,7 @@ void http_server_close(struct http_server *srv)
     for (int st = 0; st < ST_COUNT; st++)
         for (struct tl_node *n; (n = tl_first(&srv->lists[st]));)
             conn_close(list_entry(n, struct http_conn, tn));
-    if (srv->listening) {
-        srv->listening = 0;
-        uv_close((uv_handle_t *)&srv->listener, server_handle_closed);
-    }
+    close_listeners(srv, 0);
     uv_close((uv_handle_t *)&srv->sweep, server_handle_closed);
     uv_close((uv_handle_t *)&srv->flusher, server_handle_closed);
 }

@@ -103,13 +103,19 @@ struct http_server_stats {
 struct http_server *http_server_new(uv_loop_t *loop, const struct cfg *cfg, struct router *router,
                                     struct metrics_slot *slot);
 
-/* Starts accepting on an already bound and listening socket fd; the
- * server owns the fd from then on. */
-int http_server_listen_fd(struct http_server *srv, int fd);
+/* What a listener is: its connections carry these (http_conn.lflags). */
+#define HTTP_LISTEN_TLS 1u  /* connections speak TLS */
+#define HTTP_LISTEN_UNIX 2u /* a Unix domain socket: no TCP options, the peer is "unix:" */
+
+/* Starts accepting on an already bound and listening socket fd (TCP, or a
+ * Unix socket with HTTP_LISTEN_UNIX); the server owns the fd from then
+ * on. A server may listen on several. */
+int http_server_listen_fd(struct http_server *srv, int fd, unsigned flags);
 
 /* Accepts a connection waiting on `from` (an IPC pipe with a pending
- * handle); it is served like one from the listener, also while draining. */
-void http_server_adopt(struct http_server *srv, uv_stream_t *from);
+ * handle, TCP or Unix); it is served like one from a listener with
+ * `flags`, also while draining. */
+void http_server_adopt(struct http_server *srv, uv_stream_t *from, unsigned flags);
 
 /*
  * Graceful stop: stops accepting, closes idle connections, lets requests in
@@ -234,8 +240,9 @@ void http_upgrade_end(struct http_exchange *x);
  */
 const char *http_request_id(struct http_exchange *x, size_t *len);
 
-/* The client's address as text ("192.0.2.7", "2001:db8::7"): its length,
- * 0 when unknown. Looked up once per connection. */
+/* The client's address as text ("192.0.2.7", "2001:db8::7"; "unix:" for
+ * a client of a Unix socket, whose peer has no address): its length, 0
+ * when unknown. Looked up once per connection. */
 size_t http_peer_addr(struct http_exchange *x, char *buf, size_t len);
 
 /* Header value of the request, NULL if absent. */

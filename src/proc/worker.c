@@ -226,7 +226,7 @@ static void ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     struct worker *w = s->data;
     /* connections handed over by the master travel with the bytes */
     while (uv_pipe_pending_count(&w->ipc) > 0)
-        http_server_adopt(w->srv, s);
+        http_server_adopt(w->srv, s, 0);
     if (n > 0 && ipc_reader_feed(&w->reader, b->base, (size_t)n) == 0)
         return;
     if (n < 0 || n > 0) {
@@ -309,7 +309,7 @@ static int start_serving(struct worker *w)
         return -ENOMEM;
     if (w->cfg.schedule == CFG_SCHED_ROUND_ROBIN || w->cfg.schedule == CFG_SCHED_LEAST_LOADED)
         return 0; /* the master accepts and hands connections over IPC */
-    int r = http_server_listen_fd(w->srv, WORKER_FD_LISTEN);
+    int r = http_server_listen_fd(w->srv, WORKER_FD_LISTEN, 0);
     if (r < 0)
         fail_start("cannot accept on the inherited socket: %s", uv_strerror(r));
     return r;

@@ -275,7 +275,7 @@ static void setup(void)
     cr_assert_eq(listen(fd, 16), 0);
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     port = ntohs(sa.sin_port);
-    cr_assert_eq(http_server_listen_fd(srv, fd), 0);
+    cr_assert_eq(http_server_listen_fd(srv, fd, 0), 0);
 }
 
 static void drained(struct http_server *s, void *arg)

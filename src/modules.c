@@ -8,6 +8,7 @@
 #include "app/broadcast.h"
 #include "app/shop_prepare.h"
 #include "http/static_cfg.h"
+#include "net/listen_cfg.h"
 #include "proc/health_hook.h"
 #include "proc/hooks.h"
 #include "proxy/proxy_cfg.h"
@@ -38,6 +39,7 @@ static int master_hooks_register(void)
 }
 
 static int (*const registrations[])(void) = {
+    listen_cfg_register,   /* "listen", listen[].* */
     static_cfg_register,   /* routes[].root, "static" */
     app_cfg_register,      /* "hello", "health" */
     app_cfg_register_shop, /* the shop's endpoints */

@@ -168,7 +168,7 @@ json_t *cfg_text_value(const struct ctx *x, const struct cfg_key *k, const char 
     *rc = 0;
     if (k->type == CFG_T_BOOL && (strcmp(text, "true") == 0 || strcmp(text, "false") == 0))
         return json_boolean(text[0] == 't');
-    if (k->type == CFG_T_ROUTES || k->type == CFG_T_UPSTREAMS) {
+    if (k->type == CFG_T_ROUTES || k->type == CFG_T_UPSTREAMS || k->type == CFG_T_LISTENERS) {
         if (!(v = json_loads(text, JSON_REJECT_DUPLICATES, &e)))
             *rc = cfg_report(x, k->name, false, "invalid JSON at column %d: %s", e.column, e.text);
         return v;
@@ -193,7 +193,7 @@ static int set_text(struct ctx *x, const struct cfg_key *k, const char *text, st
 
     if (rc)
         return rc;
-    x->raw = k->type == CFG_T_ROUTES || k->type == CFG_T_UPSTREAMS ? NULL : text;
+    x->raw = k->type == CFG_T_ROUTES || k->type == CFG_T_UPSTREAMS || k->type == CFG_T_LISTENERS ? NULL : text;
     rc = cfg_set_key(x, k, k->name, v, c);
     x->raw = NULL;
     json_decref(v);
@@ -418,6 +418,7 @@ void cfg_free(struct cfg *c)
             free(*cfg_str_field(cfg_key_at(i), c));
     cfg_free_routes(c->routes, c->nroutes);
     cfg_free_upstreams(c->upstreams, c->nupstreams);
+    cfg_free_listeners(c->listeners, c->nlisteners);
     free(c->env);
     memset(c, 0, sizeof *c);
 }
@@ -460,6 +461,16 @@ static bool servers_equal(const struct cfg_upstream *a, const struct cfg_upstrea
     return true;
 }
 
+static bool listeners_equal(const struct cfg *a, const struct cfg *b)
+{
+    if (a->nlisteners != b->nlisteners)
+        return false;
+    for (size_t i = 0; i < a->nlisteners; i++)
+        if (!elem_equal(LISTEN_PREFIX, &a->listeners[i], &b->listeners[i]))
+            return false;
+    return true;
+}
+
 static bool upstreams_equal(const struct cfg *a, const struct cfg *b)
 {
     if (a->nupstreams != b->nupstreams)
@@ -478,6 +489,8 @@ static bool key_equal(const struct cfg_key *k, const void *a, const void *b)
         return upstreams_equal(a, b);
     case CFG_S_SERVERS:
         return servers_equal(a, b);
+    case CFG_S_LISTENERS:
+        return listeners_equal(a, b);
     case CFG_S_INT:
     case CFG_S_I64:
         return cfg_load_num(k, a) == cfg_load_num(k, b);

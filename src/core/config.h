@@ -38,6 +38,8 @@
 
 #define CFG_EXIT_CODE 78 /* EX_CONFIG */
 #define CFG_MAX_WORKERS 64
+#define CFG_MAX_LISTENERS 16 /* entries of "listen" */
+#define CFG_MAX_LISTENERS_TEXT "16"
 
 enum cfg_schedule { CFG_SCHED_REUSEPORT, CFG_SCHED_SHARED, CFG_SCHED_ROUND_ROBIN, CFG_SCHED_LEAST_LOADED };
 
@@ -98,6 +100,13 @@ struct cfg_upstream {
         int size; /* idle connections kept per worker per server */
         int64_t idle_ms;
     } keepalive;
+};
+
+/* A listener ("listen": [ ... ]); net/listen.h makes sockets of it. */
+struct cfg_listener {
+    char *address; /* "host:port", "[ipv6]:port" or "unix:/absolute/path" */
+    int tls;       /* listen[].tls */
+    char *mode;    /* listen[].mode: a Unix socket's permission bits, in octal */
 };
 
 struct cfg {
@@ -172,6 +181,8 @@ struct cfg {
     size_t nroutes;
     struct cfg_upstream *upstreams;
     size_t nupstreams;
+    struct cfg_listener *listeners; /* "listen"; none: one listener at server.host:server.port */
+    size_t nlisteners;
 };
 
 /* Where the loader reads from. All fields may be NULL/0. */

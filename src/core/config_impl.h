@@ -22,6 +22,7 @@
 #define ROUTE_PREFIX CFG_ROUTE_PREFIX
 #define GROUP_PREFIX CFG_GROUP_PREFIX
 #define SERVER_PREFIX CFG_SERVER_PREFIX
+#define LISTEN_PREFIX CFG_LISTEN_PREFIX
 
 /* Where positions are looked up: the files the merged tree came from. */
 struct pos {
@@ -113,6 +114,8 @@ bool cfg_in_elem(const struct cfg_key *k, const char *prefix);
 void cfg_free_upstreams(struct cfg_upstream *g, size_t n);
 int cfg_set_servers(struct ctx *x, const char *path, json_t *v, struct cfg_upstream *g);
 int cfg_set_upstreams(struct ctx *x, const char *path, json_t *v, struct cfg *c);
+void cfg_free_listeners(struct cfg_listener *l, size_t n);
+int cfg_set_listeners(struct ctx *x, const char *path, json_t *v, struct cfg *c);
 int cfg_check_routes(struct ctx *x, const struct cfg *c, bool fs);
 
 /* config.c: loading */

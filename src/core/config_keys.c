@@ -361,7 +361,8 @@ bool cfg_is_route_key(const struct cfg_key *k)
 /* A key of an element (a route, an upstream group, a server), not of struct cfg. */
 bool cfg_is_top_key(const struct cfg_key *k)
 {
-    return !cfg_is_route_key(k) && strncmp(k->name, GROUP_PREFIX, strlen(GROUP_PREFIX)) != 0;
+    return !cfg_is_route_key(k) && strncmp(k->name, GROUP_PREFIX, strlen(GROUP_PREFIX)) != 0 &&
+           strncmp(k->name, LISTEN_PREFIX, strlen(LISTEN_PREFIX)) != 0;
 }
 
 int64_t cfg_load_num(const struct cfg_key *k, const void *base)

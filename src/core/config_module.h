@@ -27,20 +27,23 @@ enum cfg_type {
     CFG_T_BOOL,
     CFG_T_UPSTREAMS,
     CFG_T_SERVERS,
-    CFG_T_ADDRS
+    CFG_T_ADDRS,
+    CFG_T_LISTENERS
 };
 /* What sits at the key's offset. */
-enum cfg_store { CFG_S_INT, CFG_S_I64, CFG_S_STR, CFG_S_ROUTES, CFG_S_UPSTREAMS, CFG_S_SERVERS };
+enum cfg_store { CFG_S_INT, CFG_S_I64, CFG_S_STR, CFG_S_ROUTES, CFG_S_UPSTREAMS, CFG_S_SERVERS, CFG_S_LISTENERS };
 
 #define CFG_RELOAD 1u   /* may change on reload without a restart */
 #define CFG_REQUIRED 2u /* element keys only: every element must set it */
 #define CFG_PATH 4u     /* a file or folder: made absolute as it is loaded */
+#define CFG_UNIX_PATH 8u /* an address: the PATH of "unix:PATH" is made absolute as it is loaded */
 
 /* Element keys are named by their place: "routes[].path",
  * "upstreams.<name>.algorithm", "upstreams.<name>.servers[].weight". */
 #define CFG_ROUTE_PREFIX "routes[]."
 #define CFG_GROUP_PREFIX "upstreams.<name>."
 #define CFG_SERVER_PREFIX "upstreams.<name>.servers[]."
+#define CFG_LISTEN_PREFIX "listen[]."
 
 struct cfg_key {
     const char *name;     /* "server.port"; route keys are "routes[].path" */

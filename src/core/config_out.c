@@ -22,6 +22,7 @@
 static json_t *routes_value(const struct cfg *c);
 static json_t *upstreams_value(const struct cfg *c);
 static json_t *servers_value(const struct cfg_upstream *g);
+static json_t *listeners_value(const struct cfg *c);
 
 static int64_t nvalues(const struct cfg_key *k)
 {
@@ -73,6 +74,9 @@ int cfg_key_value(const struct cfg_key *k, const void *base, json_t **out)
         break;
     case CFG_T_ADDRS:
         *out = cfg_addrs_value(s);
+        break;
+    case CFG_T_LISTENERS:
+        *out = listeners_value(base);
         break;
     }
     return *out ? 0 : -ENOMEM;
@@ -129,6 +133,18 @@ static json_t *servers_value(const struct cfg_upstream *g)
     json_t *a = json_array();
     for (size_t i = 0; a && i < g->nservers; i++) {
         if (json_array_append_new(a, elem_value(SERVER_PREFIX, &g->servers[i]))) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static json_t *listeners_value(const struct cfg *c)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < c->nlisteners; i++) {
+        if (json_array_append_new(a, elem_value(LISTEN_PREFIX, &c->listeners[i]))) {
             json_decref(a);
             return NULL;
         }
@@ -233,7 +249,7 @@ static const char *const type_names[] = {
     [CFG_T_INT] = "integer", [CFG_T_DURATION] = "duration", [CFG_T_SIZE] = "size",
     [CFG_T_ENUM] = "enum",   [CFG_T_STRING] = "string",     [CFG_T_ROUTES] = "array",
     [CFG_T_BOOL] = "boolean", [CFG_T_UPSTREAMS] = "object",  [CFG_T_SERVERS] = "array",
-    [CFG_T_ADDRS] = "array",
+    [CFG_T_ADDRS] = "array", [CFG_T_LISTENERS] = "array",
 };
 
 static const char *describe_bounds(const struct cfg_key *k, char *buf, size_t len)

@@ -434,6 +434,44 @@ int cfg_set_upstreams(struct ctx *x, const char *path, json_t *v, struct cfg *c)
     return 0;
 }
 
+/* --- listeners --------------------------------------------------------- */
+
+void cfg_free_listeners(struct cfg_listener *l, size_t n)
+{
+    for (size_t i = 0; l && i < n; i++)
+        free_elem(LISTEN_PREFIX, &l[i]);
+    free(l);
+}
+
+/* "listen": an array of listener objects, each address at most once. */
+int cfg_set_listeners(struct ctx *x, const char *path, json_t *v, struct cfg *c)
+{
+    size_t n = json_array_size(v);
+    char ep[64];
+    int rc = 0;
+
+    if (!json_is_array(v) || n > CFG_MAX_LISTENERS)
+        return cfg_bad_type(x, path, v, "an array of at most " CFG_MAX_LISTENERS_TEXT " listeners");
+    struct cfg_listener *l = n ? calloc(n, sizeof *l) : NULL;
+    if (n && !l)
+        return cfg_no_memory(x);
+    for (size_t i = 0; i < n && !rc; i++) {
+        snprintf(ep, sizeof ep, "%s[%zu]", path, i);
+        rc = set_elem(x, LISTEN_PREFIX, ep, json_array_get(v, i), &l[i], "a listener object");
+        for (size_t j = 0; j < i && !rc; j++)
+            if (strcmp(l[j].address, l[i].address) == 0)
+                rc = cfg_report(x, ep, false, "%s is listed twice (as listen[%zu] too)", l[i].address, j);
+    }
+    if (rc) {
+        cfg_free_listeners(l, n);
+        return rc;
+    }
+    cfg_free_listeners(c->listeners, c->nlisteners);
+    c->listeners = l;
+    c->nlisteners = n;
+    return 0;
+}
+
 const struct cfg_upstream *cfg_find_upstream(const struct cfg *c, const char *name)
 {
     for (size_t i = 0; name && i < c->nupstreams; i++)

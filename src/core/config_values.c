@@ -497,14 +497,26 @@ static char *join_path(const char *base, const char *rel)
 /* *out: the absolute path for a relative one, else NULL (keep it as given). */
 static int resolve_path(const struct ctx *x, const struct cfg_key *k, const char *path, const char *s, char **out)
 {
+    const char *scheme = "";
     *out = NULL;
+    if (k->flags & CFG_UNIX_PATH) {
+        if (strncmp(s, "unix:", 5) != 0)
+            return 0; /* not a path */
+        scheme = "unix:";
+        s += 5;
+    }
     if (!x->resolve || !*s || s[0] == '/' || names_no_file(k, s))
         return 0;
     char *base = base_dir(x, path);
     if (!base)
         return cfg_fail(x, -EINVAL, "%s: cannot find the folder %s is relative to: %s", path, s, strerror(errno));
-    *out = join_path(base, s);
+    char *abs = join_path(base, s);
     free(base);
+    if (abs && *scheme && asprintf(out, "%s%s", scheme, abs) < 0)
+        *out = NULL;
+    else if (abs && !*scheme)
+        *out = abs, abs = NULL;
+    free(abs);
     return *out ? 0 : cfg_no_memory(x);
 }
 
@@ -548,7 +560,7 @@ static int set_string(struct ctx *x, const struct cfg_key *k, const char *path, 
     if (!json_is_string(v))
         return cfg_bad_type(x, path, v, "a string");
     const char *given = json_string_value(v);
-    int rc = k->flags & CFG_PATH ? resolve_path(x, k, path, given, &abs) : 0;
+    int rc = k->flags & (CFG_PATH | CFG_UNIX_PATH) ? resolve_path(x, k, path, given, &abs) : 0;
     if (rc)
         return rc;
     const char *s = abs ? abs : given, *norm = s;
@@ -557,7 +569,7 @@ static int set_string(struct ctx *x, const struct cfg_key *k, const char *path, 
         rc = cfg_report(x, path, false, "%s (%s) %s", cfg_show(v, buf), abs, why);
     else if (why)
         rc = cfg_report(x, path, false, "%s %s", cfg_show(v, buf), why);
-    else if (!(rc = store_str(x, k, base, norm)) && (k->flags & CFG_PATH))
+    else if (!(rc = store_str(x, k, base, norm)) && (k->flags & (CFG_PATH | CFG_UNIX_PATH)))
         rc = add_note(x, path, given);
     free(abs);
     return rc;
@@ -595,6 +607,8 @@ int cfg_set_key(struct ctx *x, const struct cfg_key *k, const char *path, json_t
         return cfg_set_routes(x, path, v, base);
     case CFG_T_ADDRS:
         return set_addrs(x, k, path, v, base);
+    case CFG_T_LISTENERS:
+        return cfg_set_listeners(x, path, v, base);
     }
     return -EINVAL;
 }

@@ -17,19 +17,43 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/listen.h"
+
+/* The default files' stem, after the first listener: "cohort-PORT" for
+ * TCP; for a Unix socket "cohort-NAME-HASH", NAME the file's name without
+ * ".sock" (at most 40 bytes) and HASH a hash of its whole path. */
+static void default_stem(const struct cfg *cfg, char *buf, size_t len)
+{
+    struct listen_addr a[CFG_MAX_LISTENERS];
+    if (listen_list(cfg, a) < 1 || a[0].family != AF_UNIX) {
+        snprintf(buf, len, "cohort-%d", listen_list(cfg, a) < 1 ? cfg->port : a[0].port);
+        return;
+    }
+    const char *path = a[0].name + 5, *base = strrchr(path, '/') + 1;
+    size_t n = strlen(base);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = path; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    if (n > 5 && strcmp(base + n - 5, ".sock") == 0)
+        n -= 5;
+    snprintf(buf, len, "cohort-%.*s-%08x", (int)(n > 40 ? 40 : n), base, h);
+}
+
 void control_paths(const struct cfg *cfg, char *sock, size_t socklen, char *pid, size_t pidlen)
 {
+    char stem[64];
     const char *dir = getenv("XDG_RUNTIME_DIR");
     if (!dir || !*dir)
         dir = "/tmp";
+    default_stem(cfg, stem, sizeof(stem));
     if (cfg->control_socket)
         snprintf(sock, socklen, "%s", cfg->control_socket);
     else
-        snprintf(sock, socklen, "%s/cohort-%d.sock", dir, cfg->port);
+        snprintf(sock, socklen, "%s/%s.sock", dir, stem);
     if (cfg->pid_file)
         snprintf(pid, pidlen, "%s", cfg->pid_file);
     else
-        snprintf(pid, pidlen, "%s/cohort-%d.pid", dir, cfg->port);
+        snprintf(pid, pidlen, "%s/%s.pid", dir, stem);
 }
 
 int control_listen(const char *path)
@@ -209,16 +233,25 @@ static void print_status(json_t *root)
     json_t *m = json_object_get(root, "master");
     char up[32];
     fmt_uptime(json_number_value(json_object_get(m, "uptime_s")), up, sizeof(up));
-    printf("cohort %s  master pid %lld  up %s  %s:%lld  schedule %s  env %s%s\n",
+    char where[512] = "";
+    size_t n = 0, i;
+    json_t *l;
+    json_array_foreach(json_object_get(m, "listen"), i, l)
+        if (n < sizeof(where))
+            n += (size_t)snprintf(where + n, sizeof(where) - n, "%s%s%s", i ? ", " : "",
+                                  json_string_value(json_object_get(l, "address")),
+                                  json_is_true(json_object_get(l, "tls")) ? " (tls)" : "");
+    if (!n)
+        snprintf(where, sizeof(where), "%s:%lld", json_string_value(json_object_get(m, "host")),
+                 (long long)json_integer_value(json_object_get(m, "port")));
+    printf("cohort %s  master pid %lld  up %s  %s  schedule %s  env %s%s\n",
            json_string_value(json_object_get(m, "version")),
-           (long long)json_integer_value(json_object_get(m, "pid")), up,
-           json_string_value(json_object_get(m, "host")), (long long)json_integer_value(json_object_get(m, "port")),
+           (long long)json_integer_value(json_object_get(m, "pid")), up, where,
            json_string_value(json_object_get(m, "schedule")), json_string_value(json_object_get(m, "env")),
            json_is_true(json_object_get(m, "reloading")) ? "  (reloading)" : "");
     print_checker(json_object_get(root, "checker"));
     printf("%-3s %-8s %-4s %-32s %-8s %-8s %-28s %-10s %-6s %s\n", "id", "pid", "gen", "state", "uptime",
            "restarts", "last exit", "rss", "conns", "requests");
-    size_t i;
     json_t *w;
     json_array_foreach(json_object_get(root, "workers"), i, w)
         print_worker(w);

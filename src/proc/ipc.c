@@ -87,12 +87,13 @@ int ipc_send(uv_stream_t *s, uint16_t type, uint16_t worker, const void *payload
     return r;
 }
 
-int ipc_send_handle(uv_pipe_t *p, uv_stream_t *handle, uv_write_cb cb, uv_write_t *req)
+int ipc_send_handle(uv_pipe_t *p, uv_stream_t *handle, struct ipc_conn_msg *msg, uint32_t listener,
+                    uv_write_cb cb, uv_write_t *req)
 {
-    /* the same bytes for every connection: libuv may send them later */
-    static const struct ipc_header h = {.type = IPC_CONN};
     if (uv_stream_get_write_queue_size((uv_stream_t *)p) > IPC_MAX_QUEUED)
         return -ENOBUFS;
-    uv_buf_t b = uv_buf_init((char *)&h, sizeof(h));
+    msg->h = (struct ipc_header){.type = IPC_CONN, .len = sizeof(msg->c)};
+    msg->c.listener = listener;
+    uv_buf_t b = uv_buf_init((char *)msg, sizeof(*msg));
     return uv_write2(req, (uv_stream_t *)p, &b, 1, handle, cb);
 }

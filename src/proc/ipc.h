@@ -25,7 +25,7 @@ enum ipc_type {
     IPC_READY = 1,     /* worker -> master: serving; payload: its version */
     IPC_STOP = 2,      /* master -> worker (and checker): drain and exit */
     IPC_RECYCLE = 3,   /* worker -> master: replace me; payload: why */
-    IPC_CONN = 4,      /* master -> worker: carries an accepted connection */
+    IPC_CONN = 4,      /* master -> worker: carries an accepted connection; payload: struct ipc_conn */
     IPC_FAILED = 10,   /* worker -> master: it could not start; payload: why (then it exits) */
 };
 
@@ -37,6 +37,18 @@ struct ipc_header {
     uint16_t type;
     uint16_t worker;
     uint32_t len;
+};
+
+/* IPC_CONN's payload: which listener ("listen"'s index) the connection
+ * came from. A worker takes one pending handle per IPC_CONN. */
+struct ipc_conn {
+    uint32_t listener;
+};
+
+/* An IPC_CONN message whole; it must live until the write's callback. */
+struct ipc_conn_msg {
+    struct ipc_header h;
+    struct ipc_conn c;
 };
 
 typedef void (*ipc_msg_fn)(void *arg, const struct ipc_header *h, const char *payload);
@@ -61,7 +73,9 @@ void ipc_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b);
  * when more than IPC_MAX_QUEUED bytes already wait, or another -errno. */
 int ipc_send(uv_stream_t *s, uint16_t type, uint16_t worker, const void *payload, uint32_t len);
 
-/* Sends a connection handle along with an IPC_CONN message. */
-int ipc_send_handle(uv_pipe_t *p, uv_stream_t *handle, uv_write_cb cb, uv_write_t *req);
+/* Sends a connection handle (TCP or Unix) along with an IPC_CONN message
+ * for listener `listener`, written into msg. */
+int ipc_send_handle(uv_pipe_t *p, uv_stream_t *handle, struct ipc_conn_msg *msg, uint32_t listener,
+                    uv_write_cb cb, uv_write_t *req);
 
 #endif

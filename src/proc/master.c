@@ -43,6 +43,7 @@
 #include "core/summary.h"
 #include "proc/master_int.h"
 #include "proc/notify.h"
+#include "proc/worker.h"
 
 static void raise_nofile(void)
 {
@@ -360,7 +361,7 @@ void master_spawn(struct wslot *s, int replacement, int next)
     snprintf(ms, sizeof(ms), "%d", mslot);
     char *args[] = {(char *)exe, "__worker", id, ms, NULL};
     int cfg_fd = next ? m->rl.next_fd : m->config_fd;
-    uv_stdio_container_t io[8] = {
+    uv_stdio_container_t io[WORKER_FD_LISTEN_MORE + CFG_MAX_LISTENERS] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = 1},
         {.flags = UV_INHERIT_FD, .data.fd = 2},
@@ -374,9 +375,11 @@ void master_spawn(struct wslot *s, int replacement, int next)
         io[7].flags = UV_INHERIT_FD;
         io[7].data.fd = m->admin_fd;
     }
-    if (!master_routes_connections(&m->cfg)) {
-        io[3].flags = UV_INHERIT_FD;
-        io[3].data.fd = m->listen_fds[m->nlisten == 1 ? 0 : s->id];
+    int nio = 8;
+    for (int i = 0; i < m->nlst && !master_routes_connections(&m->cfg); i++) {
+        int at = worker_listen_fd(i);
+        io[at] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = master_listen_fd(m, i, s->id)};
+        nio = at + 1 > nio ? at + 1 : nio;
     }
     /* A process group of its own (set here and by the worker, as shells
      * do, so there is no window): a terminal's Ctrl-C reaches the master
@@ -384,7 +387,7 @@ void master_spawn(struct wslot *s, int replacement, int next)
      * own: with sched_autogroup each session is a scheduling group, and a
      * worker alone in one is scheduled against everything else on the
      * machine as a whole (docs/benchmarks.md, "load balancer"). */
-    uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = exe, .args = args, .stdio_count = 8,
+    uv_process_options_t opt = {.exit_cb = on_exit_cb, .file = exe, .args = args, .stdio_count = nio,
                                 .stdio = io};
     opt.flags |= (unsigned)identity_resolve(&m->cfg, &opt.uid, &opt.gid);
     int r = uv_spawn(m->loop, &p->proc, &opt);
@@ -452,6 +455,8 @@ void master_begin_stop(struct master *m, const char *why)
     /* workers keep their own descriptors; closing ours lets the sockets go
      * away as soon as every worker has stopped accepting */
     master_close_listeners(m);
+    if (m->ctl_open) /* not after an upgrade: the files are the new master's */
+        master_unlink_listeners(m);
     for (int i = 0; i < CFG_MAX_WORKERS; i++) {
         uv_timer_stop(&m->slots[i].restart);
         m->slots[i].next_try = 0;
@@ -581,7 +586,8 @@ static void cleanup(struct master *m)
         close(m->config_fd);
     if (m->admin_fd >= 0)
         close(m->admin_fd);
-    free(m->listen_fds);
+    for (int i = 0; i < m->nlst; i++)
+        free(m->lst[i].fds);
     cfg_free(&m->cfg);
 }
 

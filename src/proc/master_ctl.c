@@ -132,6 +132,10 @@ static json_t *status_json(struct master *m)
                      "uptime_s", (double)(uv_now(m->loop) - m->started_ms) / 1000.0,
                      "reloading", m->rl.active, "stopping", m->stopping, "workers", workers, "exits",
                      exits_json(m));
+    json_t *listen = json_array();
+    for (int i = 0; i < m->nlst; i++)
+        json_array_append_new(listen, json_pack("{s:s, s:b}", "address", m->lst[i].a.name, "tls", m->lst[i].a.tls));
+    json_object_set_new(json_object_get(j, "master"), "listen", listen);
     master_hooks_status(j);
     return j;
 }

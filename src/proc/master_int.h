@@ -13,6 +13,7 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "net/listen.h"
 #include "proc/hooks.h"
 #include "proc/ipc.h"
 #include "proc/upgrade.h"
@@ -102,13 +103,25 @@ struct reload {
     struct ctl_client *waiters, *queued_waiters;
 };
 
+struct acceptor;
+
+/* A listener of the master: its address, its sockets (with reuseport, one
+ * per slot for TCP; otherwise one), and for round_robin and least_loaded
+ * the acceptor on it while a worker is ready. */
+struct mlistener {
+    struct listen_addr a;
+    int *fds;
+    int nfds;
+    struct acceptor *acceptor;
+};
+
 struct master {
     struct cfg cfg;
     const struct cfg_sources *src;
     const char *exe;
     uv_loop_t *loop;
-    int *listen_fds;
-    int nlisten;
+    struct mlistener lst[CFG_MAX_LISTENERS];
+    int nlst;
     int metrics_fd, config_fd;
     struct metrics_shm *shm;
     uint32_t nmslots;
@@ -119,7 +132,6 @@ struct master {
     uv_signal_t sigs[6];
     int admin_fd;           /* admin listener (admin.port) for /metrics, /stats, /status; -1: none */
     uv_timer_t kill_timer;
-    uv_tcp_t *acceptor;     /* round_robin / least_loaded, while a worker is ready */
     int gen;                /* the generation in force */
     const char *gen_exe;    /* the binary its workers start from */
     struct exit_rec exits[MAX_EXITS];
@@ -164,6 +176,12 @@ void master_acceptor_stop(struct master *m);
 void master_close_listeners(struct master *m);
 void master_listeners_update(struct master *m);
 int master_adopt_sockets(struct master *m, char *err, size_t errlen);
+/* The descriptor listener l gives slot id's worker. */
+int master_listen_fd(const struct master *m, int l, int id);
+/* Closes reuseport sockets of slots past the workers in force. */
+void master_trim_listeners(struct master *m);
+/* Removes the Unix socket files (the server stops for good). */
+void master_unlink_listeners(struct master *m);
 
 /* --- master_reload.c: readiness, replacement, reload and rollback */
 void master_replacement_failed(struct wslot *s, struct wproc *p, const char *why);

@@ -24,6 +24,7 @@ int master_routes_connections(const struct cfg *c)
 
 /* --- listeners --------------------------------------------------------- */
 
+/* The admin listener's socket (the listeners' are net/listen.c's). */
 static int bind_one(const struct cfg *cfg, int reuseport, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -61,59 +62,143 @@ int master_bind_admin(struct master *m, char *err, size_t errlen)
     return m->admin_fd < 0 ? m->admin_fd : 0;
 }
 
-/* reuseport: one socket per slot, kept by the master across restarts and
- * reloads of that slot's worker (while it has no live worker it does not
- * listen: master_listeners_update()); otherwise one socket. */
-int master_bind_listeners(struct master *m, int want, char *err, size_t errlen)
+/* A listener with one socket per slot: TCP under reuseport. A Unix
+ * socket cannot share its path between sockets: it is one, shared. */
+static int per_slot(const struct master *m, const struct mlistener *l)
 {
-    int reuse = m->cfg.schedule == CFG_SCHED_REUSEPORT;
-    if (!reuse)
-        want = 1;
-    if (want <= m->nlisten)
+    return m->cfg.schedule == CFG_SCHED_REUSEPORT && l->a.family != AF_UNIX;
+}
+
+/* The listeners of the config (once). */
+static int init_listeners(struct master *m, char *err, size_t errlen)
+{
+    struct listen_addr a[CFG_MAX_LISTENERS];
+    if (m->nlst)
         return 0;
-    int *fds = realloc(m->listen_fds, (size_t)want * sizeof(int));
+    int n = listen_list(&m->cfg, a);
+    if (n < 0) {
+        snprintf(err, errlen, "the config's listeners cannot be read");
+        return n;
+    }
+    for (int i = 0; i < n; i++)
+        m->lst[i].a = a[i];
+    m->nlst = n;
+    return 0;
+}
+
+static int add_fd(struct mlistener *l, int fd)
+{
+    int *fds = realloc(l->fds, (size_t)(l->nfds + 1) * sizeof(int));
     if (!fds)
         return -ENOMEM;
-    m->listen_fds = fds;
-    for (; m->nlisten < want; m->nlisten++) {
-        int fd = bind_one(&m->cfg, reuse, err, errlen);
+    l->fds = fds;
+    l->fds[l->nfds++] = fd;
+    return 0;
+}
+
+static int bind_listener(struct master *m, struct mlistener *l, int want, char *err, size_t errlen)
+{
+    int reuse = per_slot(m, l);
+    if (!reuse)
+        want = 1;
+    while (l->nfds < want) {
+        int fd = listen_bind(&l->a, m->cfg.backlog, reuse, err, errlen);
         if (fd < 0)
             return fd;
-        m->listen_fds[m->nlisten] = fd;
+        if (add_fd(l, fd) < 0) {
+            close(fd);
+            return -ENOMEM;
+        }
     }
     return 0;
 }
 
-static void acceptor_closed(uv_handle_t *h)
+/* reuseport: one socket per slot and TCP listener, kept by the master
+ * across restarts and reloads of that slot's worker (while it has no live
+ * worker it does not listen: master_listeners_update()); otherwise one
+ * socket per listener. */
+int master_bind_listeners(struct master *m, int want, char *err, size_t errlen)
 {
-    free(h);
+    int r = init_listeners(m, err, errlen);
+    for (int i = 0; i < m->nlst && r == 0; i++)
+        r = bind_listener(m, &m->lst[i], want, err, errlen);
+    return r;
 }
 
-void master_acceptor_stop(struct master *m)
+int master_listen_fd(const struct master *m, int l, int id)
 {
-    if (m->acceptor) {
-        uv_close((uv_handle_t *)m->acceptor, acceptor_closed);
-        m->acceptor = NULL;
+    const struct mlistener *ml = &m->lst[l];
+    return ml->fds[ml->nfds == 1 ? 0 : id];
+}
+
+void master_trim_listeners(struct master *m)
+{
+    for (int i = 0; i < m->nlst; i++) {
+        struct mlistener *l = &m->lst[i];
+        for (; per_slot(m, l) && l->nfds > m->nslots && l->nfds > 1; l->nfds--)
+            close(l->fds[l->nfds - 1]);
     }
 }
 
-void master_close_listeners(struct master *m)
+void master_unlink_listeners(struct master *m)
 {
-    for (int i = 0; i < m->nlisten; i++)
-        if (m->listen_fds[i] >= 0) {
-            close(m->listen_fds[i]);
-            m->listen_fds[i] = -1;
-        }
-    master_acceptor_stop(m);
+    for (int i = 0; i < m->nlst; i++)
+        listen_unlink(&m->lst[i].a);
 }
 
 /* --- handing connections over: round_robin, least_loaded, and the queue of
  * a socket that stops listening --------------------------------------------- */
 
 struct handoff {
-    uv_tcp_t tcp;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    };
     uv_write_t req;
+    uint32_t listener;
+    struct ipc_conn_msg msg;
 };
+
+struct acceptor {
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    };
+    struct master *m;
+    int listener;
+};
+
+static void acceptor_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void acceptor_stop(struct mlistener *l)
+{
+    if (l->acceptor) {
+        uv_close((uv_handle_t *)&l->acceptor->tcp, acceptor_closed);
+        l->acceptor = NULL;
+    }
+}
+
+void master_acceptor_stop(struct master *m)
+{
+    for (int i = 0; i < m->nlst; i++)
+        acceptor_stop(&m->lst[i]);
+}
+
+void master_close_listeners(struct master *m)
+{
+    for (int i = 0; i < m->nlst; i++) {
+        struct mlistener *l = &m->lst[i];
+        for (int k = 0; k < l->nfds; k++)
+            if (l->fds[k] >= 0) {
+                close(l->fds[k]);
+                l->fds[k] = -1;
+            }
+    }
+    master_acceptor_stop(m);
+}
 
 static void handoff_closed(uv_handle_t *h)
 {
@@ -156,75 +241,87 @@ static struct wproc *pick_worker(struct master *m)
     return best;
 }
 
-/* Passes an accepted connection to a serving worker; closes it when there
- * is none. */
+/* Passes an accepted connection to a serving worker, saying which
+ * listener it came from; closes it when there is none. */
 static void hand_over(struct master *m, struct handoff *h)
 {
     struct wproc *p = pick_worker(m);
-    if (!p || ipc_send_handle(&p->ipc, (uv_stream_t *)&h->tcp, handoff_sent, &h->req) < 0)
+    if (!p || ipc_send_handle(&p->ipc, (uv_stream_t *)&h->tcp, &h->msg, h->listener, handoff_sent, &h->req) < 0)
         uv_close((uv_handle_t *)&h->tcp, handoff_closed);
 }
 
-static struct handoff *handoff_new(struct master *m)
+static struct handoff *handoff_new(struct master *m, int listener)
 {
     struct handoff *h = malloc(sizeof(*h));
     if (h) {
-        uv_tcp_init(m->loop, &h->tcp);
+        if (m->lst[listener].a.family == AF_UNIX)
+            uv_pipe_init(m->loop, &h->pipe, 0);
+        else
+            uv_tcp_init(m->loop, &h->tcp);
         h->tcp.data = h;
         h->req.data = h;
+        h->listener = (uint32_t)listener;
     }
     return h;
 }
 
 static void on_accept(uv_stream_t *server, int status)
 {
-    struct master *m = server->data;
-    struct handoff *h = status < 0 ? NULL : handoff_new(m);
+    struct acceptor *a = server->data;
+    struct handoff *h = status < 0 ? NULL : handoff_new(a->m, a->listener);
     if (!h)
         return;
     if (uv_accept(server, (uv_stream_t *)&h->tcp) < 0) {
         uv_close((uv_handle_t *)&h->tcp, handoff_closed);
         return;
     }
-    hand_over(m, h);
+    hand_over(a->m, h);
 }
 
-static int acceptor_start(struct master *m)
+static int acceptor_start(struct master *m, int i)
 {
-    uv_tcp_t *a = malloc(sizeof(*a));
-    int fd = a ? dup(m->listen_fds[0]) : -1;
+    struct mlistener *l = &m->lst[i];
+    struct acceptor *a = malloc(sizeof(*a));
+    int fd = a ? dup(l->fds[0]) : -1;
     if (fd < 0) {
         free(a);
         return -ENOMEM;
     }
-    uv_tcp_init(m->loop, a);
-    a->data = m;
-    m->acceptor = a;
-    int r = uv_tcp_open(a, fd);
+    int unix_sock = l->a.family == AF_UNIX;
+    if (unix_sock)
+        uv_pipe_init(m->loop, &a->pipe, 0);
+    else
+        uv_tcp_init(m->loop, &a->tcp);
+    a->tcp.data = a;
+    a->m = m;
+    a->listener = i;
+    l->acceptor = a;
+    int r = unix_sock ? uv_pipe_open(&a->pipe, fd) : uv_tcp_open(&a->tcp, fd);
     if (r < 0)
         close(fd);
     if (r == 0)
-        r = uv_listen((uv_stream_t *)a, m->cfg.backlog, on_accept); /* listens again if it had stopped */
+        r = uv_listen((uv_stream_t *)&a->tcp, m->cfg.backlog, on_accept); /* listens again if it had stopped */
     if (r < 0) {
-        log_error("cannot accept on the listening socket: %s", uv_strerror(r));
-        master_acceptor_stop(m);
+        log_error("cannot accept on %s: %s", l->a.name, uv_strerror(r));
+        acceptor_stop(l);
     }
     return r;
 }
 
-/* Listening socket i has no worker to take its connections: the ones
+/* Socket k of listener i has no worker to take its connections: the ones
  * queued on it go to a serving worker (or are closed when there is none),
  * and it stops listening (the kernel sends new connections to the other
  * sockets of a reuseport group, or refuses them), until a worker listens
  * on it again. */
-static void stop_listening(struct master *m, int i)
+static void stop_listening(struct master *m, int i, int k)
 {
-    int fd = m->listen_fds[i], cfd, n = 0;
+    struct mlistener *l = &m->lst[i];
+    int fd = l->fds[k], cfd, n = 0, unix_sock = l->a.family == AF_UNIX;
     struct sockaddr sa = {.sa_family = AF_UNSPEC};
     while (n < 65536 && (cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-        struct handoff *h = handoff_new(m);
+        struct handoff *h = handoff_new(m, i);
         n++;
-        if (!h || uv_tcp_open(&h->tcp, cfd) < 0) {
+        if (!h || (unix_sock ? uv_pipe_open(&h->pipe, cfd) : uv_tcp_open(&h->tcp, cfd)) < 0) {
             close(cfd);
             if (h)
                 uv_close((uv_handle_t *)&h->tcp, handoff_closed);
@@ -233,9 +330,9 @@ static void stop_listening(struct master *m, int i)
         hand_over(m, h);
     }
     if (connect(fd, &sa, sizeof(sa)) < 0)
-        log_warn("cannot stop listening on socket %d: %s", i, strerror(errno));
-    log_info("%s%d: no live worker: not listening until one starts (%d queued connection(s) handed over)",
-             m->nlisten > 1 ? "socket of worker " : "listening socket ", m->nlisten > 1 ? i : 0, n);
+        log_warn("cannot stop listening on %s (socket %d): %s", l->a.name, k, strerror(errno));
+    log_info("%s%s %d: no live worker: not listening until one starts (%d queued connection(s) handed over)",
+             l->a.name, l->nfds > 1 ? ": socket of worker" : ": listening socket", l->nfds > 1 ? k : 0, n);
 }
 
 static int proc_live(const struct wproc *p)
@@ -257,50 +354,80 @@ static int socket_listens(int fd)
     return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
 }
 
-/* Socket i is left to no worker: it stops listening, unless another
- * master's workers may use it (an upgrade under way: their listening state
- * is worked out again when it ends). */
-static void unlisten_idle(struct master *m, int i)
+/* Socket k of listener i is left to no worker: it stops listening, unless
+ * another master's workers may use it (an upgrade under way: their
+ * listening state is worked out again when it ends). */
+static void unlisten_idle(struct master *m, int i, int k)
 {
-    if (!m->up && !m->handed_over && socket_listens(m->listen_fds[i]))
-        stop_listening(m, i);
+    if (!m->up && !m->handed_over && socket_listens(m->lst[i].fds[k]))
+        stop_listening(m, i, k);
 }
 
 /* Makes the listening sockets follow the workers (see the top of the file).
  * Only the master in charge does: not one on standby (see struct master). */
 void master_listeners_update(struct master *m)
 {
-    int live = 0, ready = 0;
+    int live = 0, ready = 0, routes = master_routes_connections(&m->cfg);
     if (m->stopping || !m->spawned || m->standby)
         return;
     for (int i = 0; i < m->nslots; i++) {
         live |= slot_live(&m->slots[i]);
         ready |= m->slots[i].cur && m->slots[i].cur->state == P_READY;
     }
-    if (m->cfg.schedule == CFG_SCHED_REUSEPORT && m->nlisten > 1) {
-        for (int i = 0; i < m->nlisten; i++) {
-            if (!(i < m->nslots && slot_live(&m->slots[i])))
-                unlisten_idle(m, i); /* a live worker listens on it as it starts */
-        }
-        return;
-    }
-    if (master_routes_connections(&m->cfg)) {
+    if (routes) {
         if (!ready)
             master_acceptor_stop(m);
         live = ready;
     }
-    if (!live)
-        unlisten_idle(m, 0);
-    if (ready && master_routes_connections(&m->cfg) && !m->acceptor)
-        acceptor_start(m);
+    for (int i = 0; i < m->nlst; i++) {
+        struct mlistener *l = &m->lst[i];
+        if (per_slot(m, l) && l->nfds > 1) {
+            for (int k = 0; k < l->nfds; k++)
+                if (!(k < m->nslots && slot_live(&m->slots[k])))
+                    unlisten_idle(m, i, k); /* a live worker listens on it as it starts */
+            continue;
+        }
+        if (!live)
+            unlisten_idle(m, i, 0);
+        if (ready && routes && !l->acceptor)
+            acceptor_start(m, i);
+    }
 }
 
-/* The sockets the old master handed over, and more with reuseport when
- * this config has more workers. */
+/* The sockets the old master handed over, matched to this config's
+ * listeners by their addresses, and more with reuseport when this config
+ * has more workers. Listeners must be the old master's ones. */
+static int adopt_listeners(struct master *m, char *err, size_t errlen)
+{
+    const struct upgrade_fds *in = &m->inh;
+    for (int k = 0; k < in->nlisten; k++) {
+        int i = 0, reuse = 0;
+        socklen_t len = sizeof(reuse);
+        while (i < m->nlst && !listen_fd_is(in->listen[k], &m->lst[i].a))
+            i++;
+        if (i == m->nlst)
+            return upgrade_changed(err, errlen, "listen (or server.host, server.port)");
+        if (getsockopt(in->listen[k], SOL_SOCKET, SO_REUSEPORT, &reuse, &len) < 0 ||
+            !reuse != !per_slot(m, &m->lst[i]))
+            return upgrade_changed(err, errlen, "schedule (reuseport or not)");
+        if (add_fd(&m->lst[i], in->listen[k]) < 0)
+            return -ENOMEM;
+    }
+    for (int i = 0; i < m->nlst; i++)
+        if (m->lst[i].nfds == 0)
+            return upgrade_changed(err, errlen, "listen (or server.host, server.port)");
+    master_trim_listeners(m);
+    return 0;
+}
+
 int master_adopt_sockets(struct master *m, char *err, size_t errlen)
 {
     control_paths(&m->cfg, m->ctl_path, sizeof(m->ctl_path), m->pid_path, sizeof(m->pid_path));
-    int r = upgrade_adopt_listeners(&m->inh, &m->cfg, m->ctl_path, &m->listen_fds, &m->nlisten, err, errlen);
+    int r = upgrade_fits(&m->inh, &m->cfg, m->ctl_path, err, errlen);
+    if (r == 0)
+        r = init_listeners(m, err, errlen);
+    if (r == 0)
+        r = adopt_listeners(m, err, errlen);
     m->admin_fd = m->inh.admin;
     return r < 0 ? r : master_bind_listeners(m, m->cfg.workers, err, errlen);
 }

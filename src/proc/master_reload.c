@@ -32,9 +32,16 @@ static void announce(struct master *m)
     if (m->announced || !all_ready(m))
         return;
     m->announced = 1;
-    const char *h6 = strchr(m->cfg.host, ':') ? "[" : "";
-    log_info("serving http://%s%s%s:%d/ with %d workers (schedule %s)", h6, m->cfg.host, *h6 ? "]" : "",
-             m->cfg.port, m->nslots, master_schedule_name(m->cfg.schedule));
+    char where[CFG_MAX_LISTENERS * 130];
+    size_t n = 0;
+    for (int i = 0; i < m->nlst && n < sizeof(where); i++) {
+        const struct listen_addr *a = &m->lst[i].a;
+        int un = a->family == AF_UNIX;
+        n += (size_t)snprintf(where + n, sizeof(where) - n, "%s%s%s%s", i ? ", " : "",
+                              un ? (a->tls ? "https+" : "http+") : (a->tls ? "https://" : "http://"), a->name,
+                              un ? "" : "/");
+    }
+    log_info("serving %s with %d workers (schedule %s)", where, m->nslots, master_schedule_name(m->cfg.schedule));
     notify_send("READY=1");
     if (m->upc)
         upgrade_child_ready(m->upc);
@@ -244,8 +251,7 @@ static void shrink_slots(struct master *m, int n)
     m->nslots = n;
     /* sockets of slots that are gone: once their draining workers close
      * theirs too, the kernel stops queueing connections on them */
-    for (; m->cfg.schedule == CFG_SCHED_REUSEPORT && m->nlisten > m->nslots; m->nlisten--)
-        close(m->listen_fds[m->nlisten - 1]);
+    master_trim_listeners(m);
 }
 
 /* A replacement of the new generation failed: every worker already

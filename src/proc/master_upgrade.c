@@ -79,9 +79,11 @@ void master_upgrade_begin(struct master *m, struct ctl_client *c)
     }
     if (m->up)
         return;
-    struct upgrade_fds fds = {.nlisten = m->nlisten, .admin = m->admin_fd, .control = ctl,
-                              .metrics = m->metrics_fd, .channel = -1};
-    memcpy(fds.listen, m->listen_fds, (size_t)m->nlisten * sizeof(int));
+    static struct upgrade_fds fds;
+    fds = (struct upgrade_fds){.admin = m->admin_fd, .control = ctl, .metrics = m->metrics_fd, .channel = -1};
+    for (int i = 0; i < m->nlst; i++)
+        for (int k = 0; k < m->lst[i].nfds && fds.nlisten < UPGRADE_MAX_LISTEN; k++)
+            fds.listen[fds.nlisten++] = m->lst[i].fds[k];
     uint64_t deadline = 2 * (uint64_t)m->cfg.ready_timeout_ms + 10000; /* its config, its workers */
     if (!(m->up = upgrade_start(m->loop, m->exe, &fds, deadline, &host, err, sizeof(err)))) {
         char text[700];

@@ -239,8 +239,8 @@ static char **child_env(char *spec)
 static int spawn_master(struct upgrade *u, uv_loop_t *loop, const char *exe, const struct upgrade_fds *fds,
                         int child_end)
 {
-    char spec[64 + 16 * CFG_MAX_WORKERS];
-    uv_stdio_container_t io[FIRST_FD + 4 + CFG_MAX_WORKERS];
+    static char spec[64 + 16 * UPGRADE_MAX_LISTEN];
+    static uv_stdio_container_t io[FIRST_FD + 4 + UPGRADE_MAX_LISTEN];
     int n = FIRST_FD + 4 + fds->nlisten;
     for (int i = 0; i < n; i++)
         io[i] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = i};
@@ -352,7 +352,7 @@ static int take_item(struct upgrade_fds *fds, const char *item, char **end)
     for (int i = 0; i < 5 && colon; i++)
         if ((size_t)(colon - item) == strlen(roles[i]) && strncmp(item, roles[i], strlen(roles[i])) == 0)
             role = i;
-    if (fd < 0 || role < 0 || (role == 4 && fds->nlisten >= CFG_MAX_WORKERS))
+    if (fd < 0 || role < 0 || (role == 4 && fds->nlisten >= UPGRADE_MAX_LISTEN))
         return -EINVAL;
     int *slot[] = {&fds->channel, &fds->control, &fds->metrics, &fds->admin, &fds->listen[fds->nlisten]};
     *slot[role] = fd;
@@ -368,7 +368,7 @@ int upgrade_inherited(struct upgrade_fds *fds)
     fds->admin = fds->control = fds->metrics = fds->channel = -1;
     if (!spec)
         return 0;
-    char copy[64 + 16 * CFG_MAX_WORKERS];
+    static char copy[64 + 16 * UPGRADE_MAX_LISTEN];
     snprintf(copy, sizeof(copy), "%s", spec);
     unsetenv(UPGRADE_ENV); /* workers and later upgrades never see it */
     char *p = copy, *end = NULL;
@@ -412,43 +412,21 @@ static int unix_path_is(int fd, const char *path)
            strncmp(sun.sun_path, path, sizeof(sun.sun_path)) == 0;
 }
 
-static int changed(char *err, size_t errlen, const char *key)
+int upgrade_changed(char *err, size_t errlen, const char *key)
 {
     snprintf(err, errlen, "%s differs from the running master's; the listening sockets are handed over as "
              "they are, so this change needs a restart, not an upgrade", key);
     return -EINVAL;
 }
 
-static int fits(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path, char *err,
-                size_t errlen)
+int upgrade_fits(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path, char *err,
+                 size_t errlen)
 {
-    int reuse = 0;
-    socklen_t len = sizeof(reuse);
-    if (!same_address(fds->listen[0], cfg->host, cfg->port))
-        return changed(err, errlen, "server.host or server.port");
-    if (getsockopt(fds->listen[0], SOL_SOCKET, SO_REUSEPORT, &reuse, &len) < 0 ||
-        !reuse != (cfg->schedule != CFG_SCHED_REUSEPORT))
-        return changed(err, errlen, "schedule (reuseport or not)");
     if ((fds->admin >= 0) != (cfg->admin.port != 0) ||
         (fds->admin >= 0 && !same_address(fds->admin, cfg->admin.host, cfg->admin.port)))
-        return changed(err, errlen, "admin.host or admin.port");
+        return upgrade_changed(err, errlen, "admin.host or admin.port");
     if (!unix_path_is(fds->control, ctl_path))
-        return changed(err, errlen, "control.socket");
-    return 0;
-}
-
-int upgrade_adopt_listeners(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path,
-                            int **listen, int *n, char *err, size_t errlen)
-{
-    int r = fits(fds, cfg, ctl_path, err, errlen);
-    if (r < 0)
-        return r;
-    if (!(*listen = malloc((size_t)fds->nlisten * sizeof(int))))
-        return -ENOMEM;
-    memcpy(*listen, fds->listen, (size_t)fds->nlisten * sizeof(int));
-    *n = fds->nlisten;
-    while (cfg->schedule == CFG_SCHED_REUSEPORT && *n > cfg->workers)
-        close((*listen)[--*n]);
+        return upgrade_changed(err, errlen, "control.socket");
     return 0;
 }
 

@@ -32,9 +32,12 @@
 
 #define UPGRADE_ENV "COHORT_INHERIT"
 
+/* The most listening sockets handed over: one per listener and worker. */
+#define UPGRADE_MAX_LISTEN (CFG_MAX_WORKERS * CFG_MAX_LISTENERS)
+
 /* Descriptors handed from the old master to the new one; -1: none. */
 struct upgrade_fds {
-    int listen[CFG_MAX_WORKERS];
+    int listen[UPGRADE_MAX_LISTEN]; /* every listener's sockets, in order */
     int nlisten;
     int admin;
     int control;
@@ -93,14 +96,15 @@ void upgrade_free(struct upgrade *u);
 int upgrade_inherited(struct upgrade_fds *fds);
 
 /*
- * The inherited listeners, if they fit cfg (address, schedule, admin
- * listener, control socket path): a malloc'ed copy in *listen, *n of them;
- * with reuseport, the sockets of slots past cfg->workers are closed here
- * (the old workers still drain from their own copies). 0, or -EINVAL with
- * the key that changed in err, or -ENOMEM.
+ * Whether the inherited admin listener and control socket fit cfg (the
+ * listeners are matched by the master, master_adopt_sockets): 0, or
+ * -EINVAL with the key that changed in err.
  */
-int upgrade_adopt_listeners(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path,
-                            int **listen, int *n, char *err, size_t errlen);
+int upgrade_fits(const struct upgrade_fds *fds, const struct cfg *cfg, const char *ctl_path, char *err,
+                 size_t errlen);
+
+/* The message of a listener that changed (see upgrade_fits). */
+int upgrade_changed(char *err, size_t errlen, const char *key);
 
 struct metrics_shm;
 

@@ -23,6 +23,7 @@
 #include "core/msg.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "net/listen.h"
 #include "proc/ipc.h"
 
 #ifndef COHORT_VERSION
@@ -38,6 +39,8 @@ struct worker {
     struct router *router;
     struct app *app;
     struct http_server *srv;
+    unsigned lflags[CFG_MAX_LISTENERS]; /* HTTP_LISTEN_* of each listener */
+    int nlisteners;
     uv_pipe_t ipc;
     struct ipc_reader reader;
     uv_signal_t sigs[3];
@@ -197,11 +200,25 @@ static void on_signal(uv_signal_t *s, int signum)
     begin_stop(w, strsignal(signum));
 }
 
+/* A connection the master handed over with this message: its handle is
+ * the next one pending on the channel (they travel in order). */
+static void adopt_conn(struct worker *w, const char *payload, uint32_t len)
+{
+    struct ipc_conn c = {0};
+    if (len >= sizeof(c))
+        memcpy(&c, payload, sizeof(c));
+    if (uv_pipe_pending_count(&w->ipc) > 0)
+        http_server_adopt(w->srv, (uv_stream_t *)&w->ipc,
+                          c.listener < (uint32_t)w->nlisteners ? w->lflags[c.listener] : 0);
+}
+
 /* The process protocol's types here; a module's through its handler. */
 static void on_ipc_msg(void *arg, const struct ipc_header *h, const char *payload)
 {
     struct worker *w = arg;
-    if (h->type == IPC_STOP)
+    if (h->type == IPC_CONN)
+        adopt_conn(w, payload, h->len);
+    else if (h->type == IPC_STOP)
         begin_stop(w, "asked by the master");
     else
         msg_dispatch(h->type, h->worker, payload, h->len);
@@ -224,9 +241,6 @@ int worker_id(void)
 static void ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct worker *w = s->data;
-    /* connections handed over by the master travel with the bytes */
-    while (uv_pipe_pending_count(&w->ipc) > 0)
-        http_server_adopt(w->srv, s, 0);
     if (n > 0 && ipc_reader_feed(&w->reader, b->base, (size_t)n) == 0)
         return;
     if (n < 0 || n > 0) {
@@ -309,10 +323,29 @@ static int start_serving(struct worker *w)
         return -ENOMEM;
     if (w->cfg.schedule == CFG_SCHED_ROUND_ROBIN || w->cfg.schedule == CFG_SCHED_LEAST_LOADED)
         return 0; /* the master accepts and hands connections over IPC */
-    int r = http_server_listen_fd(w->srv, WORKER_FD_LISTEN, 0);
-    if (r < 0)
-        fail_start("cannot accept on the inherited socket: %s", uv_strerror(r));
-    return r;
+    for (int i = 0; i < w->nlisteners; i++) {
+        int r = http_server_listen_fd(w->srv, worker_listen_fd(i), w->lflags[i]);
+        if (r < 0) {
+            fail_start("cannot accept on the inherited socket of listener %d: %s", i, uv_strerror(r));
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Each listener's kind, for the engine (http/server.h). */
+static int listener_flags(struct worker *w)
+{
+    struct listen_addr a[CFG_MAX_LISTENERS];
+    int n = listen_list(&w->cfg, a);
+    if (n < 0) {
+        fail_start("bad listeners in the config from the master");
+        return n;
+    }
+    for (int i = 0; i < n; i++)
+        w->lflags[i] = (a[i].tls ? HTTP_LISTEN_TLS : 0u) | (a[i].family == AF_UNIX ? HTTP_LISTEN_UNIX : 0u);
+    w->nlisteners = n;
+    return 0;
 }
 
 int worker_main(int id, int slot)
@@ -325,7 +358,7 @@ int worker_main(int id, int slot)
     w.id = id;
     w.loop = uv_default_loop();
     self = &w;
-    if (load_inherited(&w, slot) < 0)
+    if (load_inherited(&w, slot) < 0 || listener_flags(&w) < 0)
         return report_start_failure(id);
     if (w.cfg.max_errors > 0)
         w.error_times = calloc((size_t)w.cfg.max_errors, sizeof(uint64_t));

@@ -14,6 +14,13 @@
 #define WORKER_FD_METRICS 5
 #define WORKER_FD_CONFIG 6
 #define WORKER_FD_ADMIN 7 /* the admin listener, open only when admin.port is set */
+#define WORKER_FD_LISTEN_MORE 8 /* listeners 1.. of "listen" (0 is at WORKER_FD_LISTEN) */
+
+/* The descriptor of listener i (schedules where workers accept). */
+static inline int worker_listen_fd(int i)
+{
+    return i == 0 ? WORKER_FD_LISTEN : WORKER_FD_LISTEN_MORE + i - 1;
+}
 
 #include <stddef.h>
 

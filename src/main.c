@@ -231,6 +231,8 @@ static const char usage_balance[] =
     "      --admin-port N      listener for /stats, /metrics and /status (on --host)\n"
     "  -p, --port N            listen port (default 8080; env PORT)\n"
     "  -H, --host ADDR         listen address (default 127.0.0.1; env HOST)\n"
+    "  -l, --listen ADDR       listen on HOST:PORT, [IPV6]:PORT or unix:PATH instead of\n"
+    "                          --host and --port; repeat it for more listeners\n"
     "  -w, --workers N         worker processes, 0 = available CPUs (env WORKERS)\n"
     "  -s, --schedule MODE     reuseport, shared, round_robin or least_loaded\n"
     "  -c, --config FILE       a config file under the flags (upstreams, timeouts, logs...)\n"
@@ -272,6 +274,7 @@ static json_t *server_spec(const char *spec, char *err, size_t errlen)
 
 struct balance_opts {
     json_t *servers, *group;
+    json_t *listen; /* --listen: "listen"'s listener objects */
     const char *file;
     const char *ov[16];
     int n;
@@ -331,14 +334,16 @@ static int balance_parse(int argc, char **argv, struct balance_opts *b)
         {"admin-port", required_argument, NULL, 'A'}, {"port", required_argument, NULL, 'p'},
         {"host", required_argument, NULL, 'H'},       {"workers", required_argument, NULL, 'w'},
         {"schedule", required_argument, NULL, 's'},   {"config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+        {"listen", required_argument, NULL, 'l'},     {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     char err[600];
     int ch, port = 0;
     b->servers = json_array();
     b->group = json_object();
+    b->listen = json_array();
     opterr = 0;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, ":u:a:p:H:w:s:c:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":u:a:p:H:w:s:c:l:h", longopts, NULL)) != -1) {
         json_t *srv;
         switch (ch) {
         case 'u':
@@ -361,6 +366,7 @@ static int balance_parse(int argc, char **argv, struct balance_opts *b)
         case 'w': balance_override(b, "workers", optarg); break;
         case 's': balance_override(b, "schedule", optarg); break;
         case 'c': b->file = optarg; break;
+        case 'l': json_array_append_new(b->listen, json_pack("{s:s}", "address", optarg)); break;
         case 'h': fputs(usage_balance, stdout); return 0;
         case ':': return bad_usage("option %s needs a value", argv[optind - 1], usage_balance, "balance");
         default: return bad_usage("unknown option %s", argv[optind - 1], usage_balance, "balance");
@@ -372,6 +378,11 @@ static int balance_parse(int argc, char **argv, struct balance_opts *b)
         return bad_usage("%s", "at least one --upstream HOST:PORT is needed", usage_balance, "balance");
     if (!port && !b->file && !getenv("PORT"))
         balance_override(b, "server.port", "8080");
+    if (json_array_size(b->listen)) {
+        char *text = json_dumps(b->listen, JSON_COMPACT);
+        balance_override(b, "listen", text ? text : "[]");
+        free(text);
+    }
     if (json_array_size(b->servers)) {
         json_object_set(b->group, "servers", b->servers);
         json_t *ups = json_pack("{s:O}", "balance", b->group);
@@ -384,6 +395,7 @@ static int balance_parse(int argc, char **argv, struct balance_opts *b)
     }
     json_decref(b->servers);
     json_decref(b->group);
+    json_decref(b->listen);
     return -1;
 }
 

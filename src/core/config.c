@@ -536,8 +536,32 @@ int cfg_check_reload(const struct cfg *cur, const struct cfg *next, char *err, s
 }
 
 /* Copies one scalar key's value from `from` into `to`; 0, or -ENOMEM. */
-static int copy_key(const struct cfg_key *k, const struct cfg *from, struct cfg *to)
+static int copy_key(const struct cfg_key *k, const void *from, void *to);
+
+/* The running listeners into the next config (kept on reload). */
+static int copy_listeners(const struct cfg *from, struct cfg *to)
 {
+    size_t n = from->nlisteners;
+    struct cfg_listener *l = n ? calloc(n, sizeof(*l)) : NULL;
+    int rc = n && !l ? -ENOMEM : 0;
+    for (size_t i = 0; i < n && !rc; i++)
+        for (size_t j = 0; j < cfg_key_count() && !rc; j++)
+            if (cfg_in_elem(cfg_key_at(j), LISTEN_PREFIX))
+                rc = copy_key(cfg_key_at(j), &from->listeners[i], &l[i]);
+    if (rc) {
+        cfg_free_listeners(l, n);
+        return rc;
+    }
+    cfg_free_listeners(to->listeners, to->nlisteners);
+    to->listeners = l;
+    to->nlisteners = n;
+    return 0;
+}
+
+static int copy_key(const struct cfg_key *k, const void *from, void *to)
+{
+    if (k->store == CFG_S_LISTENERS)
+        return copy_listeners(from, to);
     if (k->store == CFG_S_INT || k->store == CFG_S_I64) {
         cfg_store_num(k, to, cfg_load_num(k, from));
         return 0;

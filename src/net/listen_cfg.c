@@ -38,6 +38,7 @@ static const struct cfg_key keys[] = {
      .desc = "Where to listen: an IPv4 address (or localhost) and port, an IPv6 address in brackets and "
              "port, or a Unix socket (a relative PATH is relative to the config file)."},
     {.name = CFG_LISTEN_PREFIX "tls", .type = CFG_T_BOOL, .store = CFG_S_INT, .off = LST(tls), .def = "false",
+     .bounds = "true or false",
      .desc = "Connections on this listener speak TLS."},
     {.name = CFG_LISTEN_PREFIX "mode", .type = CFG_T_STRING, .store = CFG_S_STR, .off = LST(mode),
      .check = check_mode, .def = LISTEN_MODE_DEFAULT, .bounds = "octal, 0000..0777",

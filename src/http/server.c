@@ -460,9 +460,9 @@ struct http_server *http_server_new(uv_loop_t *loop, const struct cfg *cfg, stru
     return srv;
 }
 
-static void server_handle_closed(uv_handle_t *h)
+/* One of the server's handles closed; the last one frees it. */
+static void server_release(struct http_server *srv)
 {
-    struct http_server *srv = h->data;
     if (--srv->open_handles > 0 || !srv->closing)
         return;
     conn_free_lists(srv);
@@ -470,12 +470,17 @@ static void server_handle_closed(uv_handle_t *h)
     free(srv);
 }
 
+static void server_handle_closed(uv_handle_t *h)
+{
+    server_release(h->data);
+}
+
 static void listener_closed(uv_handle_t *h)
 {
     struct http_listener *l = h->data;
-    h->data = l->srv;
+    struct http_server *srv = l->srv;
     free(l);
-    server_handle_closed(h);
+    server_release(srv);
 }
 
 int http_server_listen_fd(struct http_server *srv, int fd, unsigned flags)

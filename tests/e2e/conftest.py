@@ -255,6 +255,12 @@ class Server:
             problems.append("workers %s outlived the master" % lingering)
         if SANITIZER_RE.search(log):
             problems.append("sanitizer report in the server's stderr")
+        # a fault signal is a crash of ours whatever the test did (tests kill
+        # with KILL, TERM or STOP, never these)
+        faults = [l for l in log.splitlines()
+                  if re.search(r"killed by signal (4|6|7|8|11) ", l)]
+        if faults:
+            problems.append("a process crashed: %s" % faults[0])
         if not self.worker_deaths_ok:
             deaths = [l for l in log.splitlines() if "restarting" in l]
             if deaths:
@@ -263,7 +269,7 @@ class Server:
             # a clean stop: every worker left with status 0
             stop_at = log.find("stopping gracefully")
             bad = [l for l in log[max(stop_at, 0):].splitlines()
-                   if re.search(r"worker \d+ \(pid \d+\) (killed by signal|exited with status [1-9])", l)]
+                   if re.search(r"worker \d+ \(pid \d+\) (drained and )?(killed by signal|exited with status [1-9])", l)]
             if bad:
                 problems.append("a worker did not stop cleanly: %s" % bad[0])
         return problems
